@@ -1,0 +1,63 @@
+"""The AMQP 0-9-1 frame codec: the compiled one when it is built, else its twin.
+
+``AMQPFAST_NO_EXTENSIONS=1`` selects the pure-Python twin; ``IMPLEMENTATION``
+says which one is active ("c" or "python"). Type checkers see the twin.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import TYPE_CHECKING
+
+NO_EXTENSIONS = (
+    os.environ.get("AMQPFAST_NO_EXTENSIONS", "") not in ("", "0")
+    or platform.python_implementation() != "CPython"
+)
+
+if TYPE_CHECKING or NO_EXTENSIONS:
+    from . import _codec_py as _impl
+else:
+    try:
+        from . import _codec as _impl  # type: ignore[no-redef]
+    except ImportError:  # not built: the twin serves
+        from . import _codec_py as _impl
+
+IMPLEMENTATION = _impl.IMPLEMENTATION
+BasicAck = _impl.BasicAck
+BasicDeliver = _impl.BasicDeliver
+BasicGetOk = _impl.BasicGetOk
+BasicNack = _impl.BasicNack
+BasicProperties = _impl.BasicProperties
+BasicPublish = _impl.BasicPublish
+BasicReject = _impl.BasicReject
+BasicReturn = _impl.BasicReturn
+ContentMessage = _impl.ContentMessage
+FrameReader = _impl.FrameReader
+FrameWriter = _impl.FrameWriter
+Heartbeat = _impl.Heartbeat
+MethodFrame = _impl.MethodFrame
+ProtocolHeader = _impl.ProtocolHeader
+decode_table = _impl.decode_table
+encode_table = _impl.encode_table
+
+__all__ = [
+    "IMPLEMENTATION",
+    "NO_EXTENSIONS",
+    "BasicAck",
+    "BasicDeliver",
+    "BasicGetOk",
+    "BasicNack",
+    "BasicProperties",
+    "BasicPublish",
+    "BasicReject",
+    "BasicReturn",
+    "ContentMessage",
+    "FrameReader",
+    "FrameWriter",
+    "Heartbeat",
+    "MethodFrame",
+    "ProtocolHeader",
+    "decode_table",
+    "encode_table",
+]
