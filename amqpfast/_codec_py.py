@@ -48,6 +48,10 @@ __all__ = [
 
 IMPLEMENTATION = "python"
 
+# Field tables and arrays nest at most this deep, so that a hostile peer
+# cannot exhaust the stack.
+MAX_DEPTH = 64
+
 _U8 = struct.Struct(">B")
 _I8 = struct.Struct(">b")
 _U16 = struct.Struct(">H")
@@ -401,7 +405,7 @@ _FIXED_VALUES: dict[int, tuple[struct.Struct, int]] = {
 }
 
 
-def _decode_value(data: bytes, pos: int, end: int) -> tuple[Any, int]:
+def _decode_value(data: bytes, pos: int, end: int, depth: int) -> tuple[Any, int]:
     if pos >= end:
         raise _truncated("field value")
     kind = data[pos]
@@ -419,9 +423,9 @@ def _decode_value(data: bytes, pos: int, end: int) -> tuple[Any, int]:
             raise _truncated("boolean")
         return data[pos] != 0, pos + 1
     if kind == 0x46:  # 'F'
-        return _decode_table(data, pos, end)
+        return _decode_table(data, pos, end, depth + 1)
     if kind == 0x41:  # 'A'
-        return _decode_array(data, pos, end)
+        return _decode_array(data, pos, end, depth + 1)
     if kind == 0x54:  # 'T'
         if pos + 8 > end:
             raise _truncated("timestamp")
@@ -442,30 +446,33 @@ def _decode_value(data: bytes, pos: int, end: int) -> tuple[Any, int]:
     raise ProtocolError(SYNTAX_ERROR, f"unknown field value type 0x{kind:02x}")
 
 
-def _decode_table(data: bytes, pos: int, end: int) -> tuple[dict[str, Any], int]:
+def _container_end(data: bytes, pos: int, end: int, depth: int, what: str) -> int:
+    if depth > MAX_DEPTH:
+        raise ProtocolError(SYNTAX_ERROR, f"{what} nested more than {MAX_DEPTH} deep")
     if pos + 4 > end:
-        raise _truncated("field table")
-    stop = pos + 4 + _U32.unpack_from(data, pos)[0]
+        raise _truncated(what)
+    stop: int = pos + 4 + _U32.unpack_from(data, pos)[0]
     if stop > end:
-        raise _truncated("field table")
+        raise _truncated(what)
+    return stop
+
+
+def _decode_table(data: bytes, pos: int, end: int, depth: int = 0) -> tuple[dict[str, Any], int]:
+    stop = _container_end(data, pos, end, depth, "field table")
     pos += 4
     table: dict[str, Any] = {}
     while pos < stop:
         key, pos = _decode_shortstr(data, pos, stop)
-        table[key], pos = _decode_value(data, pos, stop)
+        table[key], pos = _decode_value(data, pos, stop, depth)
     return table, stop
 
 
-def _decode_array(data: bytes, pos: int, end: int) -> tuple[list[Any], int]:
-    if pos + 4 > end:
-        raise _truncated("field array")
-    stop = pos + 4 + _U32.unpack_from(data, pos)[0]
-    if stop > end:
-        raise _truncated("field array")
+def _decode_array(data: bytes, pos: int, end: int, depth: int) -> tuple[list[Any], int]:
+    stop = _container_end(data, pos, end, depth, "field array")
     pos += 4
     items: list[Any] = []
     while pos < stop:
-        value, pos = _decode_value(data, pos, stop)
+        value, pos = _decode_value(data, pos, stop, depth)
         items.append(value)
     return items, stop
 
@@ -835,7 +842,7 @@ def _table_decimal(value: decimal.Decimal, field: str) -> bytes:
     return b"D" + bytes((scale,)) + _I32.pack(mantissa)
 
 
-def _encode_value(value: Any, field: str) -> bytes:
+def _encode_value(value: Any, field: str, depth: int) -> bytes:
     if isinstance(value, str):
         return b"S" + _longstr(value, field)
     if isinstance(value, bool):
@@ -845,9 +852,9 @@ def _encode_value(value: Any, field: str) -> bytes:
     if isinstance(value, float):
         return b"d" + _F64.pack(value)
     if isinstance(value, dict):
-        return b"F" + _encode_table(value, field)
+        return b"F" + _encode_table(value, field, depth + 1)
     if isinstance(value, (list, tuple)):
-        return b"A" + _encode_array(value, field)
+        return b"A" + _encode_array(value, field, depth + 1)
     if value is None:
         return b"V"
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -862,24 +869,28 @@ def _encode_value(value: Any, field: str) -> bytes:
     raise EncodeError(f"{field}: cannot encode a value of type {type(value).__name__}")
 
 
-def _encode_table(table: Any, field: str) -> bytes:
+def _encode_table(table: Any, field: str, depth: int = 0) -> bytes:
     if not isinstance(table, dict):
         raise EncodeError(f"{field}: expected dict, got {type(table).__name__}")
+    if depth > MAX_DEPTH:
+        raise EncodeError(f"{field}: nested more than {MAX_DEPTH} deep")
     parts = []
     for key, value in table.items():
         if not isinstance(key, str):
             raise EncodeError(f"{field}: table keys must be str, got {type(key).__name__}")
         name = f"{field}[{key!r}]"
         parts.append(_shortstr(key, name))
-        parts.append(_encode_value(value, name))
+        parts.append(_encode_value(value, name, depth))
     payload = b"".join(parts)
     if len(payload) > 0xFFFFFFFF:
         raise EncodeError(f"{field}: table too long")
     return _U32.pack(len(payload)) + payload
 
 
-def _encode_array(items: Any, field: str) -> bytes:
-    payload = b"".join(_encode_value(item, f"{field}[{i}]") for i, item in enumerate(items))
+def _encode_array(items: Any, field: str, depth: int) -> bytes:
+    if depth > MAX_DEPTH:
+        raise EncodeError(f"{field}: nested more than {MAX_DEPTH} deep")
+    payload = b"".join(_encode_value(item, f"{field}[{i}]", depth) for i, item in enumerate(items))
     if len(payload) > 0xFFFFFFFF:
         raise EncodeError(f"{field}: array too long")
     return _U32.pack(len(payload)) + payload
