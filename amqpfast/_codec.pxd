@@ -120,9 +120,11 @@ cdef class FrameReader:
     cdef _LastString _exchanges
     cdef _LastString _routing_keys
     cdef _LastString _content_types
+    cdef list _header_keys
 
     cdef Py_ssize_t _parse(self, const uint8_t* data, Py_ssize_t size, list events) except -1
     cdef object _method(self, const uint8_t* data, Py_ssize_t start, Py_ssize_t end)
+    cdef dict _headers(self, const uint8_t* data, Py_ssize_t* pos, Py_ssize_t end)
     cdef BasicProperties _properties(self, const uint8_t* data, Py_ssize_t pos, Py_ssize_t end)
     cdef Py_ssize_t _whole_message(self, const uint8_t* data, Py_ssize_t size, Py_ssize_t pos,
                                    uint16_t channel, object method, list events) except -2

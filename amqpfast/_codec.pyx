@@ -42,6 +42,7 @@ cdef enum:
     FRAME_HEARTBEAT = 8
     FRAME_END = 0xCE
     FRAME_OVERHEAD = 8
+    BASIC_CLASS_ID = 60
     BASIC_PUBLISH = 0x003C0028
     BASIC_RETURN = 0x003C0032
     BASIC_DELIVER = 0x003C003C
@@ -54,6 +55,24 @@ cdef enum:
     # doubling, so a header that announces a huge body costs nothing up front.
     BODY_FIRST_ALLOCATION = 1048576
     ZERO_COPY_MIN = 65536
+    # header keys remembered per position, see _LastString
+    CACHED_HEADER_KEYS = 8
+
+# Method argument types, as numbered in _spec.
+cdef enum:
+    BIT = 0
+    OCTET = 1
+    SHORT = 2
+    LONG = 3
+    LONGLONG = 4
+    SHORTSTR = 5
+    LONGSTR = 6
+    TABLE = 7
+
+assert (BIT, OCTET, SHORT, LONG, LONGLONG, SHORTSTR, LONGSTR, TABLE) == (
+    _spec.BIT, _spec.OCTET, _spec.SHORT, _spec.LONG, _spec.LONGLONG, _spec.SHORTSTR,
+    _spec.LONGSTR, _spec.TABLE)
+assert BASIC_CLASS_ID == _spec.BASIC_CLASS_ID and ZERO_COPY_MIN == _spec.ZERO_COPY_MIN
 
 cdef object _UTC = datetime.UTC
 cdef object _fromtimestamp = datetime.datetime.fromtimestamp
@@ -94,8 +113,14 @@ cdef inline void _wr64(char* p, uint64_t v) noexcept nogil:
 
 
 # ---------------------------------------------------------------- events
+#
+# Events, methods and properties are plain data made for every message, so
+# they stay out of the cyclic garbage collector (no_gc): tracking them made
+# the collector the largest cost of decoding. A reference cycle through one
+# of them (a message stored in its own headers) is not collected.
 
 @cython.freelist(256)
+@cython.no_gc
 cdef class MethodFrame:
     """A method frame: the channel it came on and the decoded method."""
 
@@ -108,6 +133,7 @@ cdef class MethodFrame:
 
 
 @cython.freelist(256)
+@cython.no_gc
 cdef class ContentMessage:
     """A whole message: the method that carried it, its properties and body."""
 
@@ -133,6 +159,7 @@ cdef class Heartbeat:
         return "<Heartbeat>"
 
 
+@cython.no_gc
 cdef class ProtocolHeader:
     """The broker's protocol header: its answer when it refuses our version."""
 
@@ -181,6 +208,7 @@ cdef class _Method:
         return f"<{self.name} {fields}>"
 
 
+@cython.no_gc
 cdef class BasicPublish(_Method):
     """Basic.Publish (60, 40)."""
 
@@ -195,6 +223,7 @@ cdef class BasicPublish(_Method):
         self.immediate = immediate
 
 
+@cython.no_gc
 cdef class BasicReturn(_Method):
     """Basic.Return (60, 50): an unroutable mandatory message comes back."""
 
@@ -209,6 +238,7 @@ cdef class BasicReturn(_Method):
         self.routing_key = routing_key
 
 
+@cython.no_gc
 cdef class BasicDeliver(_Method):
     """Basic.Deliver (60, 60): a message for a consumer."""
 
@@ -225,6 +255,7 @@ cdef class BasicDeliver(_Method):
         self.routing_key = routing_key
 
 
+@cython.no_gc
 cdef class BasicGetOk(_Method):
     """Basic.GetOk (60, 71): the message a Basic.Get asked for."""
 
@@ -241,6 +272,7 @@ cdef class BasicGetOk(_Method):
         self.message_count = message_count
 
 
+@cython.no_gc
 cdef class BasicAck(_Method):
     """Basic.Ack (60, 80), in both directions (consumer acks, publisher confirms)."""
 
@@ -253,6 +285,7 @@ cdef class BasicAck(_Method):
         self.multiple = multiple
 
 
+@cython.no_gc
 cdef class BasicReject(_Method):
     """Basic.Reject (60, 90)."""
 
@@ -265,6 +298,7 @@ cdef class BasicReject(_Method):
         self.requeue = requeue
 
 
+@cython.no_gc
 cdef class BasicNack(_Method):
     """Basic.Nack (60, 120), in both directions."""
 
@@ -279,6 +313,7 @@ cdef class BasicNack(_Method):
 
 
 @cython.freelist(256)
+@cython.no_gc
 cdef class BasicProperties:
     """The 14 properties of a message's content header (None = absent).
 
@@ -518,7 +553,7 @@ cdef object _generic_method(uint32_t index, const uint8_t* data, Py_ssize_t pos,
     cdef uint8_t bits = 0
     cdef int kind
     for attribute, kind in fields:
-        if kind == _spec.BIT:
+        if kind == BIT:
             if bit == 8:
                 if pos >= end:
                     raise _truncated(f"{cls.name} bits")
@@ -529,23 +564,23 @@ cdef object _generic_method(uint32_t index, const uint8_t* data, Py_ssize_t pos,
             bit += 1
             continue
         bit = 8
-        if kind == _spec.SHORTSTR:
+        if kind == SHORTSTR:
             value = _shortstr(data, &pos, end)
-        elif kind == _spec.LONGSTR:
+        elif kind == LONGSTR:
             value = _longstr(data, &pos, end)
-        elif kind == _spec.TABLE:
+        elif kind == TABLE:
             value = _table(data, &pos, end, 0)
-        elif kind == _spec.OCTET:
+        elif kind == OCTET:
             if end - pos < 1:
                 raise _truncated("octet")
             value = data[pos]
             pos += 1
-        elif kind == _spec.SHORT:
+        elif kind == SHORT:
             if end - pos < 2:
                 raise _truncated("short")
             value = _rd16(data + pos)
             pos += 2
-        elif kind == _spec.LONG:
+        elif kind == LONG:
             if end - pos < 4:
                 raise _truncated("long")
             value = _rd32(data + pos)
@@ -626,6 +661,7 @@ cdef class FrameReader:
         self._exchanges = _LastString()
         self._routing_keys = _LastString()
         self._content_types = _LastString()
+        self._header_keys = [_LastString() for _ in range(CACHED_HEADER_KEYS)]
 
     def __init__(self, frame_max=_spec.FRAME_MAX_DEFAULT):
         self._frame_max = _checked_frame_max(frame_max)
@@ -774,7 +810,7 @@ cdef class FrameReader:
         header_end = pos + 7 + length
         if header_end >= size or data[header_end] != FRAME_END:
             return -1
-        if _rd16(data + pos + 7) != _spec.BASIC_CLASS_ID:
+        if _rd16(data + pos + 7) != BASIC_CLASS_ID:
             return -1
         body_size = _rd64(data + pos + 11)
         remaining = body_size
@@ -826,7 +862,7 @@ cdef class FrameReader:
             )
         if end - start < 14:
             raise ProtocolError(FRAME_ERROR, "content header frame too short")
-        if _rd16(data + start) != _spec.BASIC_CLASS_ID:
+        if _rd16(data + start) != BASIC_CLASS_ID:
             raise ProtocolError(
                 UNEXPECTED_FRAME, f"content header of class {_rd16(data + start)}, not basic"
             )
@@ -940,6 +976,22 @@ cdef class FrameReader:
             return BasicReturn(reply_code, reply_text, exchange, routing_key)
         return _generic_method(index, data, pos, end)
 
+    cdef dict _headers(self, const uint8_t* data, Py_ssize_t* pos, Py_ssize_t end):
+        # A field table whose first keys come from a cache: messages of one
+        # stream tend to carry the same header names, and a cached key comes
+        # with its hash already computed.
+        cdef Py_ssize_t stop = _container_end(data, pos, end, 0, "field table")
+        cdef dict table = {}
+        cdef Py_ssize_t i = 0
+        while pos[0] < stop:
+            if i < CACHED_HEADER_KEYS:
+                key = _cached(<_LastString>self._header_keys[i], data, pos, stop)
+                i += 1
+            else:
+                key = _shortstr(data, pos, stop)
+            table[key] = _value(data, pos, stop, 0)
+        return table
+
     cdef BasicProperties _properties(self, const uint8_t* data, Py_ssize_t pos,
                                      Py_ssize_t end):
         cdef BasicProperties props = BasicProperties.__new__(BasicProperties)
@@ -958,7 +1010,7 @@ cdef class FrameReader:
         if flags & 0x4000:
             props.content_encoding = _shortstr(data, &pos, end)
         if flags & 0x2000:
-            props.headers = _table(data, &pos, end, 0)
+            props.headers = self._headers(data, &pos, end)
         if flags & 0x1000:
             if pos >= end:
                 raise _truncated("delivery_mode")
@@ -1406,7 +1458,7 @@ cdef class FrameWriter:
         for attribute, kind in fields:
             value = getattr(method, attribute, None)
             field = f"{cls.name}.{attribute}"
-            if kind == _spec.BIT:
+            if kind == BIT:
                 if bit < 0 or bit == 8:
                     bits_at = self._len
                     self._u8(0)
@@ -1416,17 +1468,17 @@ cdef class FrameWriter:
                 bit += 1
                 continue
             bit = -1
-            if kind == _spec.SHORTSTR:
+            if kind == SHORTSTR:
                 self._string("" if value is None else value, field, True)
-            elif kind == _spec.LONGSTR:
+            elif kind == LONGSTR:
                 self._string("" if value is None else value, field, False)
-            elif kind == _spec.TABLE:
+            elif kind == TABLE:
                 self._table({} if value is None else value, field, 0)
-            elif kind == _spec.OCTET:
+            elif kind == OCTET:
                 self._u8(<uint8_t>_unsigned(0 if value is None else value, field, 0xFF))
-            elif kind == _spec.SHORT:
+            elif kind == SHORT:
                 self._u16(<uint16_t>_unsigned(0 if value is None else value, field, 0xFFFF))
-            elif kind == _spec.LONG:
+            elif kind == LONG:
                 self._u32(<uint32_t>_unsigned(0 if value is None else value, field, 0xFFFFFFFF))
             else:
                 self._u64(_unsigned(0 if value is None else value, field, 0xFFFFFFFFFFFFFFFF))
@@ -1467,7 +1519,7 @@ cdef class FrameWriter:
         try:
             size = view.len
             start = self._open_frame(FRAME_HEADER, channel)
-            self._u16(_spec.BASIC_CLASS_ID)
+            self._u16(BASIC_CLASS_ID)
             self._u16(0)
             self._u64(<uint64_t>size)
             self._properties(properties)
