@@ -17,6 +17,8 @@ import datetime
 import decimal
 import time
 
+from pamqp import base as _pamqp_base
+
 from . import _spec
 from .exceptions import (
     FRAME_ERROR,
@@ -81,6 +83,9 @@ cdef object _datetime = datetime.datetime
 cdef object _struct_time = time.struct_time
 cdef object _timegm = calendar.timegm
 cdef dict _METHODS = _spec.METHODS
+cdef frozenset _CONTENT_INDEXES = frozenset(
+    (_spec.BASIC_PUBLISH, _spec.BASIC_RETURN, _spec.BASIC_DELIVER, _spec.BASIC_GET_OK))
+cdef type _PamqpProperties = _pamqp_base.BasicProperties
 cdef tuple _PROPERTY_NAMES = _spec.PROPERTY_NAMES
 cdef uint64_t _UNLIMITED = _spec.FRAME_MAX_UNLIMITED
 
@@ -630,11 +635,6 @@ cdef inline uint64_t _checked_frame_max(value) except? 0:
     if not _spec.FRAME_MIN_SIZE <= value <= 0xFFFFFFFF:
         raise ValueError(f"frame_max must be 0 or between 4096 and 4294967295, not {value!r}")
     return value
-
-
-cdef inline bint _is_content(uint32_t index) noexcept:
-    return (index == BASIC_DELIVER or index == BASIC_GET_OK or index == BASIC_RETURN
-            or index == BASIC_PUBLISH)
 
 
 cdef inline bint _carries_content(object method) noexcept:
@@ -1274,6 +1274,11 @@ cdef class FrameWriter:
         if isinstance(value, dict):
             self._u8(b'F')
             return self._table(value, "", depth + 1)
+        # before tuples: a struct_time is one
+        if isinstance(value, (_datetime, _struct_time)):
+            seconds = _timestamp_seconds(value, "")
+            self._u8(b'T')
+            return self._u64(seconds)
         if isinstance(value, (list, tuple)):
             self._u8(b'A')
             return self._array(value, depth + 1)
@@ -1286,10 +1291,6 @@ cdef class FrameWriter:
             self._u8(b'x')
             self._u32(<uint32_t>PyBytes_GET_SIZE(raw))
             return self._raw(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw))
-        if isinstance(value, (_datetime, _struct_time)):
-            seconds = _timestamp_seconds(value, "")
-            self._u8(b'T')
-            return self._u64(seconds)
         if isinstance(value, _Decimal):
             return self._decimal(value)
         raise EncodeError(f": cannot encode a value of type {type(value).__name__}")
@@ -1320,7 +1321,8 @@ cdef class FrameWriter:
         if properties is None:
             return self._u16(0)
         if type(properties) is not BasicProperties:
-            # Any object with the property attributes, pamqp's included.
+            if not isinstance(properties, (BasicProperties, _PamqpProperties)):
+                raise _bad_type("properties", "BasicProperties", properties)
             props = BasicProperties.__new__(BasicProperties)
             for name in _PROPERTY_NAMES:
                 setattr(props, name, getattr(properties, name, None))
@@ -1563,8 +1565,9 @@ cdef class FrameWriter:
         cdef uint16_t number = <uint16_t>_unsigned(channel, "channel", 0xFFFF)
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise _bad_type("body", "bytes", body)
-        if not _is_content(getattr(method, "index", 0) or 0):
-            raise EncodeError(f"{getattr(method, 'name', method)!r} carries no content")
+        if getattr(method, "index", None) not in _CONTENT_INDEXES:
+            name = getattr(method, "name", type(method).__name__)
+            raise EncodeError(f"{name} carries no content")
         if isinstance(body, memoryview) and not body.contiguous:
             body = body.tobytes()
         try:

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from pamqp import base as _pamqp_base
+
 from . import _spec
 from .exceptions import (
     FRAME_ERROR,
@@ -853,6 +855,9 @@ def _encode_value(value: Any, field: str, depth: int) -> bytes:
         return b"d" + _F64.pack(value)
     if isinstance(value, dict):
         return b"F" + _encode_table(value, field, depth + 1)
+    # before tuples: a struct_time is one
+    if isinstance(value, (datetime.datetime, time.struct_time)):
+        return b"T" + _U64.pack(_timestamp_seconds(value, field))
     if isinstance(value, (list, tuple)):
         return b"A" + _encode_array(value, field, depth + 1)
     if value is None:
@@ -862,8 +867,6 @@ def _encode_value(value: Any, field: str, depth: int) -> bytes:
         if len(raw) > 0xFFFFFFFF:
             raise EncodeError(f"{field}: byte array too long")
         return b"x" + _U32.pack(len(raw)) + raw
-    if isinstance(value, (datetime.datetime, time.struct_time)):
-        return b"T" + _U64.pack(_timestamp_seconds(value, field))
     if isinstance(value, decimal.Decimal):
         return _table_decimal(value, field)
     raise EncodeError(f"{field}: cannot encode a value of type {type(value).__name__}")
@@ -950,6 +953,8 @@ def _method_payload(method: Any) -> bytes:
 def _encode_properties(properties: Any) -> bytes:
     if properties is None:
         return b"\x00\x00"
+    if not isinstance(properties, (BasicProperties, _pamqp_base.BasicProperties)):
+        raise EncodeError(f"properties: expected BasicProperties, got {type(properties).__name__}")
     flags = 0
     parts = []
     for name, flag, kind in _spec.PROPERTIES:
@@ -1051,8 +1056,9 @@ class FrameWriter:
         channel = _check_channel(channel)
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise EncodeError(f"body: expected bytes, got {type(body).__name__}")
-        if method.index not in _CONTENT_METHODS:
-            raise EncodeError(f"{method.name} carries no content")
+        if getattr(method, "index", None) not in _CONTENT_METHODS:
+            name = getattr(method, "name", type(method).__name__)
+            raise EncodeError(f"{name} carries no content")
         if isinstance(body, memoryview):
             body = body.cast("B") if body.contiguous else body.tobytes()
         size = len(body)
