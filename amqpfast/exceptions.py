@@ -7,11 +7,44 @@ value that cannot be put on the wire.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
-    "AMQPError",
-    "EncodeError",
-    "ProtocolError",
     "REPLY_TEXTS",
+    "AMQPChannelError",
+    "AMQPConnectionError",
+    "AMQPError",
+    "AMQPException",
+    "AuthenticationError",
+    "ChannelAccessRefused",
+    "ChannelClosed",
+    "ChannelInvalidStateError",
+    "ChannelLockedResource",
+    "ChannelNotFoundEntity",
+    "ChannelPreconditionFailed",
+    "ConnectionChannelError",
+    "ConnectionClosed",
+    "ConnectionCommandInvalid",
+    "ConnectionForced",
+    "ConnectionFrameError",
+    "ConnectionInternalError",
+    "ConnectionNotAllowed",
+    "ConnectionNotImplemented",
+    "ConnectionResourceError",
+    "ConnectionSyntaxError",
+    "ConnectionUnexpectedFrame",
+    "DeliveryError",
+    "DuplicateConsumerTag",
+    "EncodeError",
+    "HeartbeatTimeout",
+    "IncompatibleProtocolError",
+    "InvalidFrameError",
+    "ProbableAuthenticationError",
+    "ProtocolError",
+    "ProtocolSyntaxError",
+    "PublishError",
+    "channel_error",
+    "connection_error",
 ]
 
 # AMQP 0-9-1 reply codes of the connection errors the codec can detect.
@@ -34,7 +67,14 @@ class AMQPError(Exception):
     """Base class of every amqpfast exception."""
 
 
-class ProtocolError(AMQPError):
+AMQPException = AMQPError
+
+
+class ProtocolSyntaxError(AMQPError):
+    """The bytes on the wire break the protocol."""
+
+
+class ProtocolError(ProtocolSyntaxError):
     """The peer sent bytes that break the AMQP 0-9-1 framing or syntax.
 
     :param reply_code: the AMQP reply code a client reports to the broker
@@ -62,3 +102,195 @@ class EncodeError(AMQPError, ValueError):
 
     The message names the field that was wrong.
     """
+
+
+InvalidFrameError = ProtocolError
+
+
+# ------------------------------------------------------------ connection
+
+
+class AMQPConnectionError(AMQPError):
+    """The connection could not be opened, or it is lost."""
+
+
+class IncompatibleProtocolError(AMQPConnectionError):
+    """The broker refused AMQP 0-9-1 and answered with its own protocol header."""
+
+
+class AuthenticationError(AMQPConnectionError):
+    """Client and broker share no authentication mechanism, or the login was refused."""
+
+
+class ProbableAuthenticationError(AuthenticationError):
+    """The broker closed the connection during the handshake: most likely bad credentials."""
+
+
+class HeartbeatTimeout(AMQPConnectionError):
+    """Nothing came from the broker for two heartbeat intervals."""
+
+
+class ConnectionClosed(AMQPConnectionError):
+    """The connection is closed: by the broker (with its reply code) or the network.
+
+    :param reply_code: the broker's AMQP reply code, or 0 for a lost socket.
+    :param reply_text: the broker's explanation, or what went wrong.
+    """
+
+    def __init__(self, reply_code: int = 0, reply_text: str = "connection closed") -> None:
+        super().__init__(reply_code, reply_text)
+        self.reply_code = reply_code
+        self.reply_text = reply_text
+
+    def __str__(self) -> str:
+        return f"({self.reply_code}) {self.reply_text}"
+
+
+class ConnectionForced(ConnectionClosed):
+    """320: an operator or the broker's shutdown closed the connection."""
+
+
+class ConnectionFrameError(ConnectionClosed):
+    """501: the broker could not decode a frame we sent."""
+
+
+class ConnectionSyntaxError(ConnectionClosed):
+    """502: a frame we sent had illegal values."""
+
+
+class ConnectionCommandInvalid(ConnectionClosed):
+    """503: a method was sent out of sequence."""
+
+
+class ConnectionChannelError(ConnectionClosed):
+    """504: a channel was used that is not open."""
+
+
+class ConnectionUnexpectedFrame(ConnectionClosed):
+    """505: a frame came that the broker did not expect."""
+
+
+class ConnectionResourceError(ConnectionClosed):
+    """506: the broker lacks the resources to go on."""
+
+
+class ConnectionNotAllowed(ConnectionClosed):
+    """530: the broker does not allow what was asked (a vhost, a channel number ...)."""
+
+
+class ConnectionNotImplemented(ConnectionClosed):
+    """540: the broker does not implement what was asked."""
+
+
+class ConnectionInternalError(ConnectionClosed):
+    """541: the broker failed internally."""
+
+
+_CONNECTION_ERRORS: dict[int, type[ConnectionClosed]] = {
+    320: ConnectionForced,
+    501: ConnectionFrameError,
+    502: ConnectionSyntaxError,
+    503: ConnectionCommandInvalid,
+    504: ConnectionChannelError,
+    505: ConnectionUnexpectedFrame,
+    506: ConnectionResourceError,
+    530: ConnectionNotAllowed,
+    540: ConnectionNotImplemented,
+    541: ConnectionInternalError,
+}
+
+
+def connection_error(reply_code: int, reply_text: str) -> ConnectionClosed:
+    """The exception for a Connection.Close with this reply code."""
+    return _CONNECTION_ERRORS.get(reply_code, ConnectionClosed)(reply_code, reply_text)
+
+
+# --------------------------------------------------------------- channel
+
+
+class AMQPChannelError(AMQPError):
+    """A channel-level failure."""
+
+
+class ChannelInvalidStateError(AMQPChannelError, RuntimeError):
+    """The channel is closed (or not open yet): the call cannot be made."""
+
+
+class ChannelClosed(AMQPChannelError):
+    """The broker closed the channel, with its reply code and text.
+
+    :param reply_code: the broker's AMQP reply code (0 when the client closed it).
+    :param reply_text: the broker's explanation.
+    """
+
+    def __init__(self, reply_code: int = 0, reply_text: str = "channel closed") -> None:
+        super().__init__(reply_code, reply_text)
+        self.reply_code = reply_code
+        self.reply_text = reply_text
+
+    def __str__(self) -> str:
+        return f"({self.reply_code}) {self.reply_text}"
+
+
+class ChannelAccessRefused(ChannelClosed):
+    """403: no permission for that entity."""
+
+
+class ChannelNotFoundEntity(ChannelClosed):
+    """404: the exchange or queue does not exist."""
+
+
+class ChannelLockedResource(ChannelClosed):
+    """405: the entity is exclusive to another connection."""
+
+
+class ChannelPreconditionFailed(ChannelClosed):
+    """406: a declaration does not match the existing entity, or an unknown delivery tag."""
+
+
+class DuplicateConsumerTag(ChannelClosed):
+    """530: the consumer tag is in use on this channel."""
+
+
+_CHANNEL_ERRORS: dict[int, type[ChannelClosed]] = {
+    403: ChannelAccessRefused,
+    404: ChannelNotFoundEntity,
+    405: ChannelLockedResource,
+    406: ChannelPreconditionFailed,
+}
+
+
+def channel_error(reply_code: int, reply_text: str) -> ChannelClosed:
+    """The exception for a Channel.Close with this reply code."""
+    if reply_code == 530 and "consumer tag" in reply_text.lower():
+        return DuplicateConsumerTag(reply_code, reply_text)
+    return _CHANNEL_ERRORS.get(reply_code, ChannelClosed)(reply_code, reply_text)
+
+
+# ------------------------------------------------------------ publishing
+
+
+class DeliveryError(AMQPError):
+    """The broker did not take a published message: a Basic.Nack, or a return.
+
+    :param message: the returned message, if the broker sent it back.
+    :param frame: the Basic.Nack or Basic.Return that said so.
+    """
+
+    def __init__(self, message: Any, frame: Any) -> None:
+        super().__init__(message, frame)
+        self.message = message
+        self.frame = frame
+
+    def __str__(self) -> str:
+        return f"message not delivered: {self.frame!r}"
+
+
+class PublishError(DeliveryError):
+    """A mandatory message could not be routed and came back (Basic.Return)."""
+
+    def __str__(self) -> str:
+        return (
+            f"message returned: ({self.frame.reply_code}) {self.frame.reply_text}, "
+            f"exchange {self.frame.exchange!r}, routing key {self.frame.routing_key!r}"
+        )

@@ -1,0 +1,696 @@
+"""The low-level channel: the AMQP methods by name, confirms, consumers, returns."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands as spec
+
+from ..codec import BasicAck, BasicDeliver, BasicGetOk, BasicNack, BasicProperties, BasicReturn
+from ..exceptions import (
+    ChannelClosed,
+    ChannelInvalidStateError,
+    DeliveryError,
+    PublishError,
+    channel_error,
+)
+from ._drive import CallbackRunner
+from .message import DeliveredMessage
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+log = logging.getLogger("amqpfast.core")
+
+__all__ = ["Channel", "ConsumerCallback", "ReturnCallback"]
+
+ConsumerCallback = Callable[[DeliveredMessage], Any]
+ReturnCallback = Callable[[DeliveredMessage], Any]
+Arguments = dict[str, Any] | None
+
+_tag_counter = itertools.count(1)
+
+
+class _Done:
+    """An awaitable that is already finished: what basic_ack and friends return."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator that yields nothing
+
+
+_DONE = _Done()
+
+
+class _Pending:
+    """A synchronous method sent, its reply awaited."""
+
+    __slots__ = ("expect", "future", "on_reply")
+
+    def __init__(
+        self,
+        expect: tuple[type, ...],
+        future: asyncio.Future[Any],
+        on_reply: Callable[[Any], None] | None,
+    ) -> None:
+        self.expect = expect
+        self.future = future
+        self.on_reply = on_reply
+
+
+class Channel:
+    """An AMQP channel: every method of the protocol as an awaitable.
+
+    Made by :meth:`Connection.channel`. One synchronous method is in flight at
+    a time; every wait takes a ``timeout``; a closed channel raises
+    :class:`~amqpfast.exceptions.ChannelInvalidStateError` at once.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        number: int,
+        publisher_confirms: bool = True,
+        on_return_raises: bool = False,
+    ) -> None:
+        self.connection = connection
+        self.number = number
+        self.publisher_confirms = publisher_confirms
+        self.on_return_raises = on_return_raises
+        self.loop = connection.loop
+        self._writer = connection._writer
+        self._lock = asyncio.Lock()
+        self._pending: deque[_Pending] = deque()
+        self._consumers: dict[str, ConsumerCallback] = {}
+        self._runner = CallbackRunner(self.loop, "consumer callback")
+        self._opened = False
+        self._closed = False
+        self.closing: asyncio.Future[None] = self.loop.create_future()
+        # publisher confirms: delivery tag -> future; returned mandatory
+        # messages find their publish through their message_id
+        self.confirm_mode = False
+        self._delivery_tag = 0
+        self._confirms: dict[int, asyncio.Future[Any]] = {}
+        self._confirm_floor = 1
+        self._returnable: dict[str, deque[int]] = {}
+        self.flow_active = True
+        self.on_return_callbacks: list[ReturnCallback] = []
+        self.on_cancel_callbacks: list[Callable[[str], Any]] = []
+
+    def __repr__(self) -> str:
+        state = "closed" if self.is_closed else "open" if self._opened else "new"
+        return f"<Channel {self.number} {state}>"
+
+    @property
+    def is_closed(self) -> bool:
+        """The channel is closed, by us, the broker or the connection."""
+        return self._closed
+
+    @property
+    def consumers(self) -> dict[str, ConsumerCallback]:
+        """The active consumers: consumer tag -> callback."""
+        return dict(self._consumers)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            error = self.closing.exception() if self.closing.done() else None
+            raise ChannelInvalidStateError(
+                f"channel {self.number} is closed" + (f": {error}" if error else "")
+            )
+
+    # ------------------------------------------------------------ rpc
+
+    async def _call(
+        self,
+        method: Any,
+        expect: tuple[type, ...],
+        timeout: float | None,
+        on_reply: Callable[[Any], None] | None = None,
+        opening: bool = False,
+    ) -> Any:
+        """Send a synchronous method and wait for its reply."""
+        async with self._lock:
+            if not opening:
+                self._check_open()
+            pending = _Pending(expect, self.loop.create_future(), on_reply)
+            self._pending.append(pending)
+            self.connection._send_method(self.number, method)
+            if timeout is None:
+                return await pending.future
+            # A reply that comes after the timeout finds its entry done and is dropped.
+            return await asyncio.wait_for(pending.future, timeout)
+
+    def _send_async(self, method: Any) -> None:
+        self._check_open()
+        self.connection._send_method(self.number, method)
+
+    def _resolve(self, method: Any) -> bool:
+        pending = self._pending
+        while pending:
+            head = pending[0]
+            if isinstance(method, head.expect):
+                pending.popleft()
+                if not head.future.done():
+                    if head.on_reply is not None:
+                        head.on_reply(method)
+                    head.future.set_result(method)
+                return True
+            if head.future.done():  # abandoned after a timeout, its reply never came
+                pending.popleft()
+                continue
+            break
+        return False
+
+    # ------------------------------------------------------------ reading
+
+    def _on_content(self, event: Any) -> None:
+        method = event.method
+        kind = type(method)
+        if kind is BasicDeliver:
+            consumer = self._consumers.get(method.consumer_tag)
+            if consumer is not None:
+                self._runner.call(
+                    consumer, DeliveredMessage(method, event.properties, event.body, self)
+                )
+            else:
+                log.warning("delivery for unknown consumer %r dropped", method.consumer_tag)
+        elif kind is BasicGetOk:
+            self._resolve(DeliveredMessage(method, event.properties, event.body, self))
+        elif kind is BasicReturn:
+            self._on_return(DeliveredMessage(method, event.properties, event.body, self))
+
+    def _on_method(self, method: Any) -> None:
+        kind = type(method)
+        if kind is BasicAck:
+            self._on_ack(method)
+        elif kind is BasicNack:
+            self._on_nack(method)
+        elif self._resolve(method):
+            pass
+        elif isinstance(method, spec.Channel.Close):
+            self.connection._send_method(self.number, spec.Channel.CloseOk())
+            self._on_closed(channel_error(method.reply_code or 0, method.reply_text or ""))
+        elif isinstance(method, spec.Basic.Cancel):
+            self._on_broker_cancel(method.consumer_tag or "")
+            if not method.nowait:
+                self.connection._send_method(
+                    self.number, spec.Basic.CancelOk(consumer_tag=method.consumer_tag)
+                )
+        elif isinstance(method, spec.Channel.Flow):
+            self.flow_active = bool(method.active)
+            self.connection._send_method(self.number, spec.Channel.FlowOk(active=method.active))
+        elif isinstance(method, spec.Channel.CloseOk):
+            pass  # our close timed out and the answer came late
+        else:
+            log.warning("channel %d: unexpected %r", self.number, method)
+
+    # ------------------------------------------------------------ closing
+
+    def _on_closed(self, error: BaseException) -> None:
+        if self._closed and self.closing.done():
+            return
+        self._closed = True
+        if not self.closing.done():
+            if isinstance(error, ChannelClosed) and error.reply_code in (0, 200):
+                self.closing.set_result(None)
+            else:
+                self.closing.set_exception(error)
+                self.closing.exception()  # retrieved: nobody has to await it
+        while self._pending:
+            pending = self._pending.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        confirms, self._confirms = self._confirms, {}
+        for future in confirms.values():
+            if not future.done():
+                future.set_exception(error)
+        self._returnable.clear()
+        self._consumers.clear()
+        self.connection._release(self)
+
+    def _on_connection_closed(self, error: BaseException) -> None:
+        self._on_closed(error)
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Close the channel (Channel.Close, then wait for CloseOk)."""
+        if self._closed:
+            return
+        try:
+            await self._call(
+                spec.Channel.Close(reply_code=200, reply_text="Normal shutdown"),
+                (spec.Channel.CloseOk,),
+                timeout,
+            )
+        finally:
+            self._on_closed(ChannelClosed(200, "Normal shutdown"))
+
+    async def __aenter__(self) -> Channel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------ channel class
+
+    async def open(self, timeout: float | None = None) -> spec.Channel.OpenOk:
+        """Open the channel, then select confirm mode if it was asked for."""
+        result = await self._call(
+            spec.Channel.Open(), (spec.Channel.OpenOk,), timeout, opening=True
+        )
+        self._opened = True
+        if self.publisher_confirms:
+            await self.confirm_select(timeout=timeout)
+        return result  # type: ignore[no-any-return]
+
+    async def flow(self, active: bool, timeout: float | None = None) -> spec.Channel.FlowOk:
+        """Ask the broker to pause (False) or resume (True) deliveries."""
+        return await self._call(  # type: ignore[no-any-return]
+            spec.Channel.Flow(active=active), (spec.Channel.FlowOk,), timeout
+        )
+
+    # ------------------------------------------------------------ exchanges
+
+    async def exchange_declare(
+        self,
+        exchange: str,
+        exchange_type: str = "direct",
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        nowait: bool = False,
+        arguments: Arguments = None,
+        timeout: float | None = None,
+    ) -> spec.Exchange.DeclareOk | None:
+        """Declare an exchange (``passive``: only check that it exists)."""
+        method = spec.Exchange.Declare(
+            exchange=exchange,
+            exchange_type=exchange_type,
+            passive=passive,
+            durable=durable,
+            auto_delete=auto_delete,
+            internal=internal,
+            nowait=nowait,
+            arguments=arguments,
+        )
+        if nowait:
+            self._send_async(method)
+            return None
+        return await self._call(method, (spec.Exchange.DeclareOk,), timeout)  # type: ignore[no-any-return]
+
+    async def exchange_delete(
+        self,
+        exchange: str,
+        if_unused: bool = False,
+        nowait: bool = False,
+        timeout: float | None = None,
+    ) -> spec.Exchange.DeleteOk | None:
+        """Delete an exchange."""
+        method = spec.Exchange.Delete(exchange=exchange, if_unused=if_unused, nowait=nowait)
+        if nowait:
+            self._send_async(method)
+            return None
+        return await self._call(method, (spec.Exchange.DeleteOk,), timeout)  # type: ignore[no-any-return]
+
+    async def exchange_bind(
+        self,
+        destination: str,
+        source: str,
+        routing_key: str = "",
+        nowait: bool = False,
+        arguments: Arguments = None,
+        timeout: float | None = None,
+    ) -> spec.Exchange.BindOk | None:
+        """Bind exchange ``destination`` to exchange ``source``."""
+        method = spec.Exchange.Bind(
+            destination=destination,
+            source=source,
+            routing_key=routing_key,
+            nowait=nowait,
+            arguments=arguments,
+        )
+        if nowait:
+            self._send_async(method)
+            return None
+        return await self._call(method, (spec.Exchange.BindOk,), timeout)  # type: ignore[no-any-return]
+
+    async def exchange_unbind(
+        self,
+        destination: str,
+        source: str,
+        routing_key: str = "",
+        nowait: bool = False,
+        arguments: Arguments = None,
+        timeout: float | None = None,
+    ) -> spec.Exchange.UnbindOk | None:
+        """Remove an exchange-to-exchange binding."""
+        method = spec.Exchange.Unbind(
+            destination=destination,
+            source=source,
+            routing_key=routing_key,
+            nowait=nowait,
+            arguments=arguments,
+        )
+        if nowait:
+            self._send_async(method)
+            return None
+        return await self._call(method, (spec.Exchange.UnbindOk,), timeout)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------ queues
+
+    async def queue_declare(
+        self,
+        queue: str = "",
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        nowait: bool = False,
+        arguments: Arguments = None,
+        timeout: float | None = None,
+    ) -> spec.Queue.DeclareOk | None:
+        """Declare a queue; an empty name asks the broker to choose one."""
+        method = spec.Queue.Declare(
+            queue=queue,
+            passive=passive,
+            durable=durable,
+            exclusive=exclusive,
+            auto_delete=auto_delete,
+            nowait=nowait,
+            arguments=arguments,
+        )
+        if nowait:
+            self._send_async(method)
+            return None
+        return await self._call(method, (spec.Queue.DeclareOk,), timeout)  # type: ignore[no-any-return]
+
+    async def queue_bind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        nowait: bool = False,
+        arguments: Arguments = None,
+        timeout: float | None = None,
+    ) -> spec.Queue.BindOk | None:
+        """Bind a queue to an exchange."""
+        method = spec.Queue.Bind(
+            queue=queue,
+            exchange=exchange,
+            routing_key=routing_key,
+            nowait=nowait,
+            arguments=arguments,
+        )
+        if nowait:
+            self._send_async(method)
+            return None
+        return await self._call(method, (spec.Queue.BindOk,), timeout)  # type: ignore[no-any-return]
+
+    async def queue_unbind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: Arguments = None,
+        timeout: float | None = None,
+    ) -> spec.Queue.UnbindOk:
+        """Remove a queue binding."""
+        method = spec.Queue.Unbind(
+            queue=queue, exchange=exchange, routing_key=routing_key, arguments=arguments
+        )
+        return await self._call(method, (spec.Queue.UnbindOk,), timeout)  # type: ignore[no-any-return]
+
+    async def queue_purge(
+        self, queue: str, nowait: bool = False, timeout: float | None = None
+    ) -> spec.Queue.PurgeOk | None:
+        """Remove all ready messages from a queue."""
+        method = spec.Queue.Purge(queue=queue, nowait=nowait)
+        if nowait:
+            self._send_async(method)
+            return None
+        return await self._call(method, (spec.Queue.PurgeOk,), timeout)  # type: ignore[no-any-return]
+
+    async def queue_delete(
+        self,
+        queue: str,
+        if_unused: bool = False,
+        if_empty: bool = False,
+        nowait: bool = False,
+        timeout: float | None = None,
+    ) -> spec.Queue.DeleteOk | None:
+        """Delete a queue."""
+        method = spec.Queue.Delete(
+            queue=queue, if_unused=if_unused, if_empty=if_empty, nowait=nowait
+        )
+        if nowait:
+            self._send_async(method)
+            return None
+        return await self._call(method, (spec.Queue.DeleteOk,), timeout)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------ basic
+
+    async def basic_qos(
+        self,
+        prefetch_size: int = 0,
+        prefetch_count: int = 0,
+        global_: bool = False,
+        timeout: float | None = None,
+    ) -> spec.Basic.QosOk:
+        """Limit unacknowledged deliveries (per consumer, or per channel with ``global_``)."""
+        method = spec.Basic.Qos(
+            prefetch_size=prefetch_size, prefetch_count=prefetch_count, global_=global_
+        )
+        return await self._call(method, (spec.Basic.QosOk,), timeout)  # type: ignore[no-any-return]
+
+    async def basic_consume(
+        self,
+        queue: str,
+        consumer_callback: ConsumerCallback,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        arguments: Arguments = None,
+        consumer_tag: str | None = None,
+        timeout: float | None = None,
+    ) -> spec.Basic.ConsumeOk:
+        """Start a consumer; ``consumer_callback(message)`` gets each delivery in order.
+
+        The callback may be a plain function or a coroutine function.
+        """
+        tag = consumer_tag or f"amqpfast.{self.number}.{next(_tag_counter)}"
+        method = spec.Basic.Consume(
+            queue=queue,
+            consumer_tag=tag,
+            no_ack=no_ack,
+            exclusive=exclusive,
+            arguments=arguments,
+        )
+
+        def register(ok: spec.Basic.ConsumeOk) -> None:
+            # Deliveries may follow ConsumeOk in the same read: the consumer
+            # must be in place before they are dispatched.
+            self._consumers[ok.consumer_tag or tag] = consumer_callback
+
+        return await self._call(  # type: ignore[no-any-return]
+            method, (spec.Basic.ConsumeOk,), timeout, on_reply=register
+        )
+
+    async def basic_cancel(
+        self, consumer_tag: str, nowait: bool = False, timeout: float | None = None
+    ) -> spec.Basic.CancelOk | None:
+        """Stop a consumer."""
+        method = spec.Basic.Cancel(consumer_tag=consumer_tag, nowait=nowait)
+        if nowait:
+            self._send_async(method)
+            self._consumers.pop(consumer_tag, None)
+            return None
+        try:
+            return await self._call(method, (spec.Basic.CancelOk,), timeout)  # type: ignore[no-any-return]
+        finally:
+            self._consumers.pop(consumer_tag, None)
+
+    def _on_broker_cancel(self, consumer_tag: str) -> None:
+        log.info("channel %d: the broker cancelled consumer %r", self.number, consumer_tag)
+        self._consumers.pop(consumer_tag, None)
+        for callback in list(self.on_cancel_callbacks):
+            self._runner.call(callback, consumer_tag)
+
+    async def basic_get(
+        self, queue: str = "", no_ack: bool = False, timeout: float | None = None
+    ) -> DeliveredMessage:
+        """Fetch one message; an empty queue gives a message whose delivery is Basic.GetEmpty."""
+        method = spec.Basic.Get(queue=queue, no_ack=no_ack)
+        result = await self._call(method, (DeliveredMessage, spec.Basic.GetEmpty), timeout)
+        if isinstance(result, spec.Basic.GetEmpty):
+            return DeliveredMessage(result, BasicProperties(), b"", self)
+        return result  # type: ignore[no-any-return]
+
+    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> Awaitable[None]:
+        """Acknowledge a delivery (sent with the next write; awaiting is optional)."""
+        self._check_open()
+        self._writer.ack(self.number, delivery_tag, multiple)
+        self.connection._schedule_flush()
+        return _DONE
+
+    def basic_nack(
+        self, delivery_tag: int, multiple: bool = False, requeue: bool = True
+    ) -> Awaitable[None]:
+        """Reject one or more deliveries, requeued by default."""
+        self._check_open()
+        self._writer.nack(self.number, delivery_tag, multiple, requeue)
+        self.connection._schedule_flush()
+        return _DONE
+
+    def basic_reject(self, delivery_tag: int, requeue: bool = True) -> Awaitable[None]:
+        """Reject one delivery, requeued by default."""
+        self._check_open()
+        self._writer.reject(self.number, delivery_tag, requeue)
+        self.connection._schedule_flush()
+        return _DONE
+
+    async def basic_recover(
+        self, requeue: bool = False, timeout: float | None = None
+    ) -> spec.Basic.RecoverOk:
+        """Redeliver the unacknowledged messages."""
+        return await self._call(  # type: ignore[no-any-return]
+            spec.Basic.Recover(requeue=requeue), (spec.Basic.RecoverOk,), timeout
+        )
+
+    # ------------------------------------------------------------ publishing
+
+    async def basic_publish(
+        self,
+        body: bytes,
+        exchange: str = "",
+        routing_key: str = "",
+        properties: BasicProperties | None = None,
+        mandatory: bool = False,
+        immediate: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Publish a message.
+
+        In confirm mode this waits for the broker's Basic.Ack and returns it;
+        without confirms it returns None once the message is queued for the
+        socket.
+
+        :raises DeliveryError: the broker answered Basic.Nack.
+        :raises PublishError: a mandatory message came back and the channel
+            was opened with ``on_return_raises``.
+        :raises ChannelInvalidStateError: the channel is closed.
+        """
+        self._check_open()
+        connection = self.connection
+        protocol = connection._protocol
+        if protocol is not None and protocol.paused:
+            await connection._drain()
+            self._check_open()
+        if not self.confirm_mode:
+            self._writer.publish(
+                self.number, body, exchange, routing_key, properties, mandatory, immediate
+            )
+            connection._schedule_flush()
+            return None
+        tag = self._delivery_tag + 1
+        if mandatory:
+            properties = self._mark_returnable(tag, properties)
+        self._writer.publish(
+            self.number, body, exchange, routing_key, properties, mandatory, immediate
+        )
+        self._delivery_tag = tag
+        future = self.loop.create_future()
+        self._confirms[tag] = future
+        connection._schedule_flush()
+        if timeout is None:
+            return await future
+        return await asyncio.wait_for(future, timeout)
+
+    def _mark_returnable(self, tag: int, properties: BasicProperties | None) -> BasicProperties:
+        # A returned message is matched to its publish by message_id: one is
+        # given to mandatory messages that have none.
+        if properties is not None and properties.message_id:
+            message_id = properties.message_id
+        else:
+            message_id = f"amqpfast.{tag}"
+            # a copy: the caller may reuse its properties
+            marked = BasicProperties(**dict(properties)) if properties else BasicProperties()
+            marked.message_id = message_id
+            properties = marked
+        self._returnable.setdefault(message_id, deque()).append(tag)
+        return properties
+
+    def _on_ack(self, ack: BasicAck) -> None:
+        confirms = self._confirms
+        if ack.multiple:
+            for tag in range(self._confirm_floor, ack.delivery_tag + 1):
+                future = confirms.pop(tag, None)
+                if future is not None and not future.done():
+                    future.set_result(ack)
+            self._confirm_floor = max(self._confirm_floor, ack.delivery_tag + 1)
+        else:
+            future = confirms.pop(ack.delivery_tag, None)
+            if future is not None and not future.done():
+                future.set_result(ack)
+
+    def _on_nack(self, nack: BasicNack) -> None:
+        confirms = self._confirms
+        tags = (
+            range(self._confirm_floor, nack.delivery_tag + 1)
+            if nack.multiple
+            else (nack.delivery_tag,)
+        )
+        for tag in tags:
+            future = confirms.pop(tag, None)
+            if future is not None and not future.done():
+                future.set_exception(DeliveryError(None, nack))
+        if nack.multiple:
+            self._confirm_floor = max(self._confirm_floor, nack.delivery_tag + 1)
+
+    def _on_return(self, message: DeliveredMessage) -> None:
+        message_id = message.properties.message_id
+        tags = self._returnable.get(message_id) if message_id else None
+        if tags:
+            tag = tags.popleft()
+            if not tags:
+                del self._returnable[message_id]  # type: ignore[arg-type]
+            future = self._confirms.get(tag)
+            if self.on_return_raises and future is not None:
+                del self._confirms[tag]
+                if not future.done():
+                    future.set_exception(PublishError(message, message.delivery))
+        if not self.on_return_callbacks:
+            log.warning("message returned: %r", message)
+        for callback in list(self.on_return_callbacks):
+            self._runner.call(callback, message)
+
+    # ------------------------------------------------------------ confirm, tx
+
+    async def confirm_select(
+        self, nowait: bool = False, timeout: float | None = None
+    ) -> spec.Confirm.SelectOk | None:
+        """Put the channel in publisher-confirm mode."""
+        if nowait:
+            self._send_async(spec.Confirm.Select(nowait=True))
+            self.confirm_mode = True
+            return None
+        result = await self._call(spec.Confirm.Select(), (spec.Confirm.SelectOk,), timeout)
+        self.confirm_mode = True
+        return result  # type: ignore[no-any-return]
+
+    async def tx_select(self, timeout: float | None = None) -> spec.Tx.SelectOk:
+        """Put the channel in transaction mode."""
+        return await self._call(spec.Tx.Select(), (spec.Tx.SelectOk,), timeout)  # type: ignore[no-any-return]
+
+    async def tx_commit(self, timeout: float | None = None) -> spec.Tx.CommitOk:
+        """Commit the current transaction."""
+        return await self._call(spec.Tx.Commit(), (spec.Tx.CommitOk,), timeout)  # type: ignore[no-any-return]
+
+    async def tx_rollback(self, timeout: float | None = None) -> spec.Tx.RollbackOk:
+        """Roll the current transaction back."""
+        return await self._call(spec.Tx.Rollback(), (spec.Tx.RollbackOk,), timeout)  # type: ignore[no-any-return]

@@ -1,0 +1,573 @@
+"""The low-level connection: handshake, channel 0, heartbeats, writes, closing."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import platform
+from collections.abc import Callable
+from typing import Any, cast
+
+from pamqp import commands as spec
+
+from .. import codec
+from .._version import __version__
+from ..codec import ContentMessage, FrameWriter, MethodFrame
+from ..exceptions import (
+    AMQPConnectionError,
+    AMQPError,
+    AuthenticationError,
+    ConnectionClosed,
+    HeartbeatTimeout,
+    IncompatibleProtocolError,
+    ProbableAuthenticationError,
+    ProtocolError,
+    connection_error,
+)
+from ..url import ConnectionParameters, parse_url
+from .channel import Channel
+from .protocol import AMQPProtocol
+
+log = logging.getLogger("amqpfast.core")
+
+__all__ = ["Connection", "ConnectionTimeout", "connect"]
+
+# What we ask for when the URL says nothing.
+DEFAULT_HEARTBEAT = 60
+DEFAULT_CHANNEL_MAX = 2047
+DEFAULT_FRAME_MAX = 131072
+DEFAULT_CONNECT_TIMEOUT = 30.0
+# Writes pile up in the FrameWriter until the loop turns; past this size
+# they go out at once, so a publisher that never yields cannot grow memory.
+FLUSH_THRESHOLD = 256 * 1024
+
+_CONNECTION_METHODS = (
+    spec.Connection.Start,
+    spec.Connection.Secure,
+    spec.Connection.Tune,
+    spec.Connection.OpenOk,
+)
+
+
+class ConnectionTimeout(AMQPConnectionError, TimeoutError):
+    """The connection was not open within the connect timeout."""
+
+
+def _client_properties(name: str | None, extra: dict[str, Any] | None) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "product": "amqpfast",
+        "version": __version__,
+        "platform": f"Python {platform.python_version()}",
+        "information": f"codec: {codec.IMPLEMENTATION}",
+        "capabilities": {
+            "publisher_confirms": True,
+            "consumer_cancel_notify": True,
+            "basic.nack": True,
+            "connection.blocked": True,
+            "authentication_failure_close": True,
+            "exchange_exchange_bindings": True,
+            "per_consumer_qos": True,
+        },
+    }
+    if name:
+        properties["connection_name"] = name
+    if extra:
+        properties.update(extra)
+    return properties
+
+
+def _negotiate(client: int | None, server: int, default: int) -> int:
+    """The lower of two limits, where 0 means "no limit"."""
+    wanted = default if client is None else client
+    if wanted == 0 or server == 0:
+        return max(wanted, server)
+    return min(wanted, server)
+
+
+class Connection:
+    """A connection to RabbitMQ speaking AMQP 0-9-1, with channels by number.
+
+    :param url: ``amqp://`` or ``amqps://`` URL (see :mod:`amqpfast.url`).
+    :param client_properties: extra client properties sent to the broker.
+    :param parameters: keyword overrides of the URL (``host``, ``port``,
+        ``login``, ``password``, ``virtualhost``, ``heartbeat`` ...).
+    """
+
+    def __init__(
+        self,
+        url: Any = None,
+        *,
+        client_properties: dict[str, Any] | None = None,
+        **parameters: Any,
+    ) -> None:
+        self.parameters: ConnectionParameters = parse_url(url, **parameters)
+        self.loop = asyncio.get_running_loop()
+        self._client_properties = client_properties
+        self._protocol: AMQPProtocol | None = None
+        self._writer = FrameWriter()
+        self._flush_scheduled = False
+        self._sent = False
+        self._channels: dict[int, Channel] = {}
+        self._waiter: asyncio.Future[Any] | None = None
+        self._waiting_for: tuple[type, ...] = ()
+        self._heartbeat_timer: asyncio.TimerHandle | None = None
+        self._silent_ticks = 0
+        self._blocked: asyncio.Future[None] | None = None
+        self._close_ok: asyncio.Future[None] | None = None
+        self._closing_started = False
+        self._handshaking = False
+        self._opened = False
+        self.closing: asyncio.Future[None] = self.loop.create_future()
+        self.server_properties: dict[str, Any] = {}
+        self.heartbeat = 0
+        self.frame_max = DEFAULT_FRAME_MAX
+        self.channel_max = DEFAULT_CHANNEL_MAX
+        self.blocked_callbacks: list[Callable[[Connection, str], Any]] = []
+        self.unblocked_callbacks: list[Callable[[Connection], Any]] = []
+
+    def __repr__(self) -> str:
+        state = "closed" if self.is_closed else "open" if self.is_opened else "new"
+        return f"<Connection {self.parameters} {state}>"
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def is_opened(self) -> bool:
+        """The handshake finished and the connection is not closed."""
+        return self._opened and not self.is_closed
+
+    @property
+    def is_closed(self) -> bool:
+        """The connection is closed (or closing)."""
+        return self.closing.done()
+
+    @property
+    def server_capabilities(self) -> dict[str, Any]:
+        """The capabilities table the broker announced."""
+        capabilities = self.server_properties.get("capabilities", {})
+        return capabilities if isinstance(capabilities, dict) else {}
+
+    @property
+    def is_blocked(self) -> bool:
+        """The broker blocked publishing (Connection.Blocked, e.g. a memory alarm)."""
+        return self._blocked is not None
+
+    async def wait_unblocked(self, timeout: float | None = None) -> None:
+        """Wait until the broker unblocks the connection (at once if it is not blocked)."""
+        if self._blocked is not None:
+            await asyncio.wait_for(asyncio.shield(self._blocked), timeout)
+
+    def _check_open(self) -> None:
+        if self.closing.done():
+            error = self.closing.exception()
+            raise error if error is not None else ConnectionClosed(0, "connection is closed")
+
+    # ------------------------------------------------------------ opening
+
+    async def connect(self, timeout: float | None = None) -> Connection:
+        """Open the TCP (or TLS) connection and do the AMQP handshake.
+
+        :param timeout: seconds for the whole of it (default: the URL's
+            ``connection_timeout``, else 30).
+        :raises ConnectionTimeout: not open in time.
+        :raises AuthenticationError: the broker refused the credentials.
+        :raises AMQPConnectionError: the broker cannot be reached or refused us.
+        """
+        if timeout is None:
+            timeout = self.parameters.connection_timeout or DEFAULT_CONNECT_TIMEOUT
+        try:
+            async with asyncio.timeout(timeout):
+                await self._open()
+        except TimeoutError:
+            self._abort(ConnectionTimeout(f"connection not open within {timeout} s"))
+            raise ConnectionTimeout(
+                f"connection to {self.parameters} not open within {timeout} s"
+            ) from None
+        except BaseException as error:
+            self._abort(error if isinstance(error, Exception) else ConnectionClosed())
+            raise
+        return self
+
+    async def _open(self) -> None:
+        parameters = self.parameters
+        options: dict[str, Any] = {}
+        ssl_context = parameters.ssl_context()
+        if ssl_context is not None:
+            options["ssl"] = ssl_context
+            options["server_hostname"] = parameters.host
+        if parameters.happy_eyeballs_delay is not None:
+            options["happy_eyeballs_delay"] = parameters.happy_eyeballs_delay
+        if parameters.interleave is not None:
+            options["interleave"] = parameters.interleave
+        try:
+            _, protocol = await self.loop.create_connection(
+                lambda: AMQPProtocol(self), parameters.host, parameters.port, **options
+            )
+        except OSError as error:
+            raise AMQPConnectionError(f"cannot connect to {parameters}: {error}") from error
+        self._protocol = protocol
+        self._handshaking = True
+        self._writer.protocol_header()
+        self._flush()
+
+        start = await self._expect(spec.Connection.Start)
+        self.server_properties = start.server_properties or {}
+        mechanism = parameters.auth
+        offered = start.mechanisms
+        offered = offered.decode() if isinstance(offered, bytes) else str(offered)
+        if mechanism not in offered.split():
+            raise AuthenticationError(
+                f"the broker offers {offered!r}, the client is set to {mechanism!r}"
+            )
+        self._send_method(
+            0,
+            spec.Connection.StartOk(
+                client_properties=_client_properties(parameters.name, self._client_properties),
+                mechanism=mechanism,
+                response=self._auth_response(),
+                locale="en_US",
+            ),
+        )
+        while True:
+            method = await self._expect((spec.Connection.Secure, spec.Connection.Tune))
+            if isinstance(method, spec.Connection.Tune):
+                break
+            self._send_method(0, spec.Connection.SecureOk(response=self._auth_response()))
+        self.channel_max = _negotiate(
+            parameters.channel_max, method.channel_max, DEFAULT_CHANNEL_MAX
+        )
+        if self.channel_max == 0:
+            self.channel_max = 65535
+        self.frame_max = _negotiate(parameters.frame_max, method.frame_max, DEFAULT_FRAME_MAX)
+        heartbeat = parameters.heartbeat
+        self.heartbeat = method.heartbeat if heartbeat is None else heartbeat
+        self._send_method(
+            0,
+            spec.Connection.TuneOk(
+                channel_max=self.channel_max, frame_max=self.frame_max, heartbeat=self.heartbeat
+            ),
+        )
+        protocol.reader.frame_max = self.frame_max
+        self._writer.frame_max = self.frame_max
+        self._send_method(0, spec.Connection.Open(virtual_host=parameters.virtualhost))
+        await self._expect(spec.Connection.OpenOk)
+        self._handshaking = False
+        self._opened = True
+        if self.heartbeat > 0:
+            self._heartbeat_timer = self.loop.call_later(self.heartbeat / 2, self._heartbeat_tick)
+        log.debug("connected to %s (heartbeat %s s)", parameters, self.heartbeat)
+
+    def _auth_response(self) -> str:
+        # pamqp types the response as str; the codec takes bytes for a longstr too
+        return cast(str, self._auth_bytes())
+
+    def _auth_bytes(self) -> bytes | str:
+        parameters = self.parameters
+        if parameters.auth == "PLAIN":
+            return f"\0{parameters.login}\0{parameters.password}"
+        if parameters.auth == "AMQPLAIN":
+            # a field table without its length prefix
+            table = {"LOGIN": parameters.login, "PASSWORD": parameters.password}
+            return codec.encode_table(table)[4:]
+        return ""  # EXTERNAL: the TLS client certificate says who we are
+
+    async def _expect(self, expected: type | tuple[type, ...]) -> Any:
+        self._check_open()
+        self._waiting_for = expected if isinstance(expected, tuple) else (expected,)
+        self._waiter = self.loop.create_future()
+        try:
+            return await self._waiter
+        finally:
+            self._waiter = None
+
+    # ------------------------------------------------------------ channels
+
+    async def channel(
+        self,
+        channel_number: int | None = None,
+        publisher_confirms: bool = True,
+        on_return_raises: bool = False,
+        timeout: float | None = None,
+    ) -> Channel:
+        """Open a channel.
+
+        :param channel_number: a number of your choice (default: the lowest free one).
+        :param publisher_confirms: put the channel in confirm mode: each
+            publish waits for the broker's Basic.Ack.
+        :param on_return_raises: a returned mandatory message fails its publish
+            with :class:`~amqpfast.exceptions.PublishError`.
+        :param timeout: seconds to wait for the broker.
+        """
+        self._check_open()
+        number = self._allocate(channel_number)
+        channel = Channel(self, number, publisher_confirms, on_return_raises)
+        self._channels[number] = channel
+        try:
+            await channel.open(timeout)
+        except BaseException:
+            if self._channels.get(number) is channel and channel.is_closed:
+                del self._channels[number]
+            raise
+        return channel
+
+    def _allocate(self, number: int | None) -> int:
+        if number is not None:
+            if not 1 <= number <= self.channel_max:
+                raise ValueError(f"channel number must be 1..{self.channel_max}, not {number}")
+            if number in self._channels:
+                raise ValueError(f"channel {number} is in use")
+            return number
+        for candidate in range(1, self.channel_max + 1):
+            if candidate not in self._channels:
+                return candidate
+        raise AMQPConnectionError(f"all {self.channel_max} channels are in use")
+
+    def _release(self, channel: Channel) -> None:
+        if self._channels.get(channel.number) is channel:
+            del self._channels[channel.number]
+
+    # ------------------------------------------------------------ writing
+
+    def _send_method(self, channel: int, method: Any) -> None:
+        self._writer.method(channel, method)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        # One write per loop turn for whatever the callbacks queued.
+        if len(self._writer) >= FLUSH_THRESHOLD:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pieces = self._writer.take()
+        protocol = self._protocol
+        if not pieces or protocol is None or protocol.transport is None:
+            return
+        if len(pieces) == 1:
+            protocol.transport.write(pieces[0])
+        else:
+            protocol.transport.writelines(pieces)
+        self._sent = True
+
+    async def _drain(self) -> None:
+        """Wait while the transport has asked to pause writing."""
+        protocol = self._protocol
+        if protocol is not None and protocol.paused:
+            await protocol.drained()
+            self._check_open()
+
+    # ------------------------------------------------------------ reading
+
+    def _on_events(self, events: list[Any]) -> None:
+        channels = self._channels
+        for event in events:
+            kind = type(event)
+            if kind is ContentMessage:
+                channel = channels.get(event.channel)
+                if channel is not None:
+                    channel._on_content(event)
+            elif kind is MethodFrame:
+                if event.channel == 0:
+                    self._on_connection_method(event.method)
+                else:
+                    channel = channels.get(event.channel)
+                    if channel is not None:
+                        channel._on_method(event.method)
+            elif kind is codec.ProtocolHeader:
+                self._close_with(
+                    IncompatibleProtocolError(
+                        f"the broker speaks AMQP {event.major}-{event.minor}-{event.revision}"
+                    )
+                )
+                return
+        if self._writer:
+            self._flush()
+
+    def _on_connection_method(self, method: Any) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and isinstance(method, self._waiting_for):
+            waiter.set_result(method)
+        elif isinstance(method, spec.Connection.Close):
+            self._send_method(0, spec.Connection.CloseOk())
+            self._flush()
+            if self._handshaking and method.reply_code == 403:
+                error: AMQPError = ProbableAuthenticationError(
+                    f"({method.reply_code}) {method.reply_text}"
+                )
+            else:
+                error = connection_error(method.reply_code or 0, method.reply_text or "")
+            self._close_with(error)
+        elif isinstance(method, spec.Connection.CloseOk):
+            if self._close_ok is not None and not self._close_ok.done():
+                self._close_ok.set_result(None)
+        elif isinstance(method, spec.Connection.Blocked):
+            log.warning("the broker blocked the connection: %s", method.reason)
+            if self._blocked is None:
+                self._blocked = self.loop.create_future()
+            for callback in list(self.blocked_callbacks):
+                callback(self, method.reason)
+        elif isinstance(method, spec.Connection.Unblocked):
+            blocked, self._blocked = self._blocked, None
+            if blocked is not None and not blocked.done():
+                blocked.set_result(None)
+            for unblocked in list(self.unblocked_callbacks):
+                unblocked(self)
+        elif isinstance(method, spec.Connection.UpdateSecretOk):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(method)
+        else:
+            log.warning("unexpected method on channel 0: %r", method)
+
+    def _on_protocol_error(self, error: ProtocolError) -> None:
+        log.error("closing the connection: the broker sent %s", error)
+        try:
+            self._writer.method(
+                0,
+                spec.Connection.Close(
+                    reply_code=error.reply_code,
+                    reply_text=error.reply_text,
+                    class_id=0,
+                    method_id=0,
+                ),
+            )
+            self._flush()
+        finally:
+            self._close_with(error)
+
+    def _on_connection_lost(self, exc: Exception | None) -> None:
+        if not self.closing.done():
+            if self._handshaking:
+                error: AMQPError = ProbableAuthenticationError(
+                    "the broker closed the connection during the handshake"
+                )
+            else:
+                reason = f"connection lost: {exc}" if exc else "connection lost"
+                error = ConnectionClosed(0, reason)
+            self._close_with(error)
+        if self._close_ok is not None and not self._close_ok.done():
+            self._close_ok.set_result(None)
+
+    # ------------------------------------------------------------ heartbeats
+
+    def _heartbeat_tick(self) -> None:
+        # Ticks come every heartbeat/2 seconds: a heartbeat goes out when
+        # nothing else did, and four silent ticks (two intervals) mean a
+        # dead peer.
+        protocol = self._protocol
+        if protocol is None or self.closing.done():
+            return
+        if protocol.received:
+            protocol.received = False
+            self._silent_ticks = 0
+        else:
+            self._silent_ticks += 1
+            if self._silent_ticks >= 4:
+                self._abort(
+                    HeartbeatTimeout(
+                        f"no data from the broker for {2 * self.heartbeat} s (heartbeat)"
+                    )
+                )
+                return
+        if not self._sent:
+            self._writer.heartbeat()
+            self._flush()
+        self._sent = False
+        self._heartbeat_timer = self.loop.call_later(self.heartbeat / 2, self._heartbeat_tick)
+
+    # ------------------------------------------------------------ closing
+
+    def _close_with(self, error: BaseException | None) -> None:
+        """Mark everything closed with ``error`` and drop the socket."""
+        if self._heartbeat_timer is not None:
+            self._heartbeat_timer.cancel()
+            self._heartbeat_timer = None
+        if not self.closing.done():
+            if error is None:
+                self.closing.set_result(None)
+            else:
+                self.closing.set_exception(error)
+                self.closing.exception()  # retrieved: nobody has to await it
+        failure = error if error is not None else ConnectionClosed(0, "connection closed")
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(failure)
+        for channel in list(self._channels.values()):
+            channel._on_connection_closed(failure)
+        self._channels.clear()
+        blocked, self._blocked = self._blocked, None
+        if blocked is not None and not blocked.done():
+            blocked.set_exception(failure)
+            blocked.exception()
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+
+    def _abort(self, error: BaseException) -> None:
+        self._close_with(error)
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
+
+    async def close(self, exc: BaseException | None = None, timeout: float | None = 5.0) -> None:
+        """Close the connection: Connection.Close, wait for CloseOk, drop the socket.
+
+        :param exc: the exception to mark the connection closed with (None: a
+            normal close).
+        :param timeout: seconds to wait for the broker's CloseOk.
+        """
+        if self.closing.done() or self._closing_started:
+            if not self.closing.done() and self._close_ok is not None:
+                await asyncio.wait({self._close_ok}, timeout=timeout)
+            return
+        self._closing_started = True
+        self._close_ok = self.loop.create_future()
+        try:
+            if self._opened:
+                self._writer.method(
+                    0,
+                    spec.Connection.Close(
+                        reply_code=200, reply_text="Normal shutdown", class_id=0, method_id=0
+                    ),
+                )
+                self._flush()
+                await asyncio.wait({self._close_ok}, timeout=timeout)
+        finally:
+            self._close_with(exc)
+
+    async def update_secret(
+        self, new_secret: str, reason: str = "", timeout: float | None = None
+    ) -> None:
+        """Give the broker a new secret (an OAuth 2 token) for this connection.
+
+        :param new_secret: the new password or token; later reconnects use it too.
+        :param reason: why, for the broker's log.
+        :param timeout: seconds to wait for UpdateSecretOk.
+        """
+        self._check_open()
+        self.parameters = dataclasses.replace(self.parameters, password=new_secret)
+        self._waiting_for = (spec.Connection.UpdateSecretOk,)
+        self._waiter = self.loop.create_future()
+        self._send_method(0, spec.Connection.UpdateSecret(new_secret=new_secret, reason=reason))
+        try:
+            await asyncio.wait_for(self._waiter, timeout)
+        finally:
+            self._waiter = None
+
+    async def __aenter__(self) -> Connection:
+        if self._protocol is None:
+            await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def connect(url: Any = None, *, timeout: float | None = None, **kwargs: Any) -> Connection:
+    """Open a low-level connection (see :class:`Connection` for the arguments)."""
+    connection = Connection(url, **kwargs)
+    await connection.connect(timeout)
+    return connection
