@@ -1,4 +1,4 @@
-"""Fixtures that run every codec test on both implementations.
+"""Fixtures: every codec test on both implementations; the broker, a vhost, a proxy.
 
 The compiled codec must not go missing silently: unless
 ``AMQPFAST_NO_EXTENSIONS`` asks for the pure-Python run, a failed import of
@@ -7,10 +7,18 @@ The compiled codec must not go missing silently: unless
 
 from __future__ import annotations
 
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import ModuleType
+from urllib.parse import quote
 
 import pytest
+from broker_tools import BROKER_HOST, BROKER_PORT, TCPProxy, rabbitmqctl
 from codec_strategies import load_codec
+
+from amqpfast.core import Channel, Connection, connect
 
 
 # Session scope: hypothesis refuses function-scoped fixtures in @given tests,
@@ -25,3 +33,65 @@ def codec(request: pytest.FixtureRequest) -> ModuleType:
 def compiled_and_python() -> tuple[ModuleType, ModuleType]:
     """Both implementations, for the parity tests."""
     return load_codec("c"), load_codec("python")
+
+
+# ---------------------------------------------------------------- the broker
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test runs on the default event loop and on uvloop."""
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    try:
+        import uvloop
+    except ImportError:  # not on this platform: the default loop only
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """A broker URL with a virtual host of this test run's own, deleted afterwards."""
+    vhost = f"amqpfast-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@{BROKER_HOST}:{BROKER_PORT}/{quote(vhost, safe='')}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A name no other test uses, for queues, exchanges and connections."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TCPProxy]:
+    """A TCP proxy to the broker that the test can cut or stall."""
+    tcp_proxy = await TCPProxy().start()
+    try:
+        yield tcp_proxy
+    finally:
+        await tcp_proxy.close()
+
+
+@pytest.fixture
+async def connection(amqp_url: str, unique: str) -> AsyncIterator[Connection]:
+    """An open low-level connection to the test vhost, named after the test."""
+    conn = await connect(f"{amqp_url}?name={unique}")
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def channel(connection: Connection) -> Channel:
+    """A channel in publisher-confirm mode on :func:`connection`."""
+    return await connection.channel()

@@ -34,6 +34,8 @@ ReturnCallback = Callable[[DeliveredMessage], Any]
 Arguments = dict[str, Any] | None
 
 _tag_counter = itertools.count(1)
+# Carries the key of a mandatory publish whose own message_id is not unique.
+RETURN_KEY_HEADER = "x-amqpfast-return-key"
 
 
 class _Done:
@@ -99,7 +101,8 @@ class Channel:
         self._delivery_tag = 0
         self._confirms: dict[int, asyncio.Future[Any]] = {}
         self._confirm_floor = 1
-        self._returnable: dict[str, deque[int]] = {}
+        self._return_keys: dict[str, int] = {}  # key of a returnable publish -> its tag
+        self._tag_keys: dict[int, str] = {}  # and back
         self.flow_active = True
         self.on_return_callbacks: list[ReturnCallback] = []
         self.on_cancel_callbacks: list[Callable[[str], Any]] = []
@@ -231,7 +234,8 @@ class Channel:
         for future in confirms.values():
             if not future.done():
                 future.set_exception(error)
-        self._returnable.clear()
+        self._return_keys.clear()
+        self._tag_keys.clear()
         self._consumers.clear()
         self.connection._release(self)
 
@@ -612,53 +616,67 @@ class Channel:
         return await asyncio.wait_for(future, timeout)
 
     def _mark_returnable(self, tag: int, properties: BasicProperties | None) -> BasicProperties:
-        # A returned message is matched to its publish by message_id: one is
-        # given to mandatory messages that have none.
-        if properties is not None and properties.message_id:
-            message_id = properties.message_id
+        # A returned message is matched to its publish by a key it carries
+        # back: its message_id when that is unique among the publishes still
+        # awaiting their confirm; else a message_id we give it (when it has
+        # none), or a header (when its message_id is taken).
+        message_id = properties.message_id if properties is not None else None
+        if properties is not None and message_id and message_id not in self._return_keys:
+            key = message_id
         else:
-            message_id = f"amqpfast.{tag}"
+            key = f"amqpfast.{tag}"
             # a copy: the caller may reuse its properties
             marked = BasicProperties(**dict(properties)) if properties else BasicProperties()
-            marked.message_id = message_id
+            if message_id:
+                marked.headers = {**(marked.headers or {}), RETURN_KEY_HEADER: key}
+            else:
+                marked.message_id = key
             properties = marked
-        self._returnable.setdefault(message_id, deque()).append(tag)
+        self._return_keys[key] = tag
+        self._tag_keys[tag] = key
         return properties
 
+    def _confirmed(self, tag: int) -> asyncio.Future[Any] | None:
+        if self._tag_keys:
+            key = self._tag_keys.pop(tag, None)
+            if key is not None:
+                self._return_keys.pop(key, None)
+        return self._confirms.pop(tag, None)
+
     def _on_ack(self, ack: BasicAck) -> None:
-        confirms = self._confirms
         if ack.multiple:
             for tag in range(self._confirm_floor, ack.delivery_tag + 1):
-                future = confirms.pop(tag, None)
+                future = self._confirmed(tag)
                 if future is not None and not future.done():
                     future.set_result(ack)
             self._confirm_floor = max(self._confirm_floor, ack.delivery_tag + 1)
         else:
-            future = confirms.pop(ack.delivery_tag, None)
+            future = self._confirmed(ack.delivery_tag)
             if future is not None and not future.done():
                 future.set_result(ack)
 
     def _on_nack(self, nack: BasicNack) -> None:
-        confirms = self._confirms
         tags = (
             range(self._confirm_floor, nack.delivery_tag + 1)
             if nack.multiple
             else (nack.delivery_tag,)
         )
         for tag in tags:
-            future = confirms.pop(tag, None)
+            future = self._confirmed(tag)
             if future is not None and not future.done():
                 future.set_exception(DeliveryError(None, nack))
         if nack.multiple:
             self._confirm_floor = max(self._confirm_floor, nack.delivery_tag + 1)
 
     def _on_return(self, message: DeliveredMessage) -> None:
-        message_id = message.properties.message_id
-        tags = self._returnable.get(message_id) if message_id else None
-        if tags:
-            tag = tags.popleft()
-            if not tags:
-                del self._returnable[message_id]  # type: ignore[arg-type]
+        properties = message.properties
+        headers = properties.headers
+        key = headers.get(RETURN_KEY_HEADER) if headers else None
+        if key is None:
+            key = properties.message_id
+        tag = self._return_keys.pop(key, None) if key else None
+        if tag is not None:
+            del self._tag_keys[tag]
             future = self._confirms.get(tag)
             if self.on_return_raises and future is not None:
                 del self._confirms[tag]

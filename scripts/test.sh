@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# THE test command (CI runs it through .ci/run): installs, starts the broker,
+# then lint, format check, types, the whole test suite on the compiled codec,
+# and the codec tests again on the pure-Python twin. Every step runs even if
+# an earlier one failed, so one run shows all problems; any failure (pytest's
+# exit 5, "no tests collected", included) makes the script exit non-zero.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SUMMARY=()
+FAILED=0
+
+# step NAME COMMAND...: runs one step, timed, and records how it went.
+step() {
+    local name="$1"
+    shift
+    echo
+    echo "==> [$name] $*"
+    local start=$SECONDS rc=0
+    "$@" || rc=$?
+    local took=$((SECONDS - start))
+    if [ "$rc" -eq 0 ]; then
+        SUMMARY+=("$(printf '  %-22s ok      %4ds' "$name" "$took")")
+    else
+        local why="exit $rc"
+        # pytest's 5: nothing was collected, which must not pass for green.
+        if [ "$rc" -eq 5 ] && [[ "$name" == pytest* ]]; then why="exit 5: no tests ran"; fi
+        SUMMARY+=("$(printf '  %-22s FAILED  %4ds  (%s)' "$name" "$took" "$why")")
+        FAILED=1
+    fi
+    return "$rc"
+}
+
+summary() {
+    echo
+    echo "==> summary (total ${SECONDS}s)"
+    printf '%s\n' "${SUMMARY[@]}"
+}
+
+# Without the environment nothing else can run: stop at once.
+if ! step setup bash scripts/setup.sh; then summary; exit 1; fi
+step broker bash scripts/broker.sh || true
+
+# shellcheck source=/dev/null
+source .venv/bin/activate
+# The suite runs on the compiled codec unless a step asks otherwise.
+unset AMQPFAST_NO_EXTENSIONS
+
+lint_paths=()
+for path in amqpfast tests benchmarks examples scripts setup.py; do
+    if [ -e "$path" ]; then lint_paths+=("$path"); fi
+done
+
+step "ruff check" ruff check "${lint_paths[@]}" || true
+step "ruff format" ruff format --check "${lint_paths[@]}" || true
+# mypy's own file list (pyproject.toml) is the package; the example is checked too.
+step mypy mypy || true
+step "mypy examples" mypy examples || true
+
+step "pytest" python -m pytest --durations=10 || true
+# -rfEX: here every compiled-codec test is skipped on purpose; do not list them.
+step "pytest codec (python)" env AMQPFAST_NO_EXTENSIONS=1 \
+    python -m pytest tests -k codec -rfEX --durations=5 || true
+
+summary
+exit "$FAILED"
