@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -66,7 +67,12 @@ class TCPProxy:
     connection at once.
     """
 
-    def __init__(self, target_host: str = BROKER_HOST, target_port: int = BROKER_PORT) -> None:
+    def __init__(
+        self,
+        target_host: str = BROKER_HOST,
+        target_port: int = BROKER_PORT,
+        server_ssl: ssl.SSLContext | None = None,
+    ) -> None:
         self.target_host = target_host
         self.target_port = target_port
         self.port = 0
@@ -76,18 +82,23 @@ class TCPProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
+        self.server_ssl = server_ssl  # given: the proxy terminates TLS
+        self.peer_certificates: list[dict[str, Any] | None] = []
 
     async def start(self) -> TCPProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.server_ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
-    def url(self, vhost_url: str) -> str:
+    def url(self, vhost_url: str, host: str = "127.0.0.1") -> str:
         """The broker URL ``vhost_url`` rewritten to go through this proxy."""
-        return vhost_url.replace(f"{BROKER_HOST}:{BROKER_PORT}", f"127.0.0.1:{self.port}", 1)
+        url = vhost_url.replace(f"{BROKER_HOST}:{BROKER_PORT}", f"{host}:{self.port}", 1)
+        return url.replace("amqp://", "amqps://", 1) if self.server_ssl else url
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.server_ssl is not None:
+            self.peer_certificates.append(writer.get_extra_info("peercert"))
         try:
             up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
         except OSError:
