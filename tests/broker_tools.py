@@ -80,6 +80,7 @@ class TCPProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._clients: list[asyncio.StreamWriter] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
         self.server_ssl = server_ssl  # given: the proxy terminates TLS
@@ -105,6 +106,7 @@ class TCPProxy:
             writer.close()
             return
         self._writers.update((writer, up_writer))
+        self._clients.append(writer)
         for source, sink in ((reader, up_writer), (up_reader, writer)):
             task = asyncio.create_task(self._pump(source, sink))
             self._tasks.add(task)
@@ -133,6 +135,12 @@ class TCPProxy:
     def resume(self) -> None:
         """Forward again."""
         self._flowing.set()
+
+    def inject(self, data: bytes) -> None:
+        """Send bytes to the clients as if the broker had sent them (use between frames)."""
+        for writer in self._clients:
+            if not writer.is_closing():
+                writer.write(data)
 
     def cut(self) -> None:
         """Drop every proxied connection (a reset, as a broken network would)."""
