@@ -178,6 +178,9 @@ async def _bench_publish(
             await channel.basic_publish(body, routing_key=queue)
             if number % 1000 == 0:
                 progress.update(number)
+        # The broker handles a channel's methods in order: once this answers,
+        # every message above is in the queue, not just in a socket buffer.
+        await channel.queue_declare(queue, passive=True)
         progress.update(count)
         return
     window = 1000  # confirms awaited in batches: the publisher stays ahead of the broker
