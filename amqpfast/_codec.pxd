@@ -122,6 +122,8 @@ cdef class FrameReader:
     cdef _LastString _content_types
     cdef list _header_keys
 
+    cdef Py_ssize_t _top_up(self, const char* data, Py_ssize_t size) except -1
+    cdef int _hold(self, const char* data, Py_ssize_t size) except -1
     cdef Py_ssize_t _parse(self, const uint8_t* data, Py_ssize_t size, list events) except -1
     cdef object _method(self, const uint8_t* data, Py_ssize_t start, Py_ssize_t end)
     cdef dict _headers(self, const uint8_t* data, Py_ssize_t* pos, Py_ssize_t end)

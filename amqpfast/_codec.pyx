@@ -687,7 +687,7 @@ cdef class FrameReader:
             refuses all further input.
         """
         cdef Py_buffer view
-        cdef Py_ssize_t held, consumed
+        cdef Py_ssize_t offset, consumed
         cdef list events = []
         if self._error is not None:
             raise ProtocolError(
@@ -695,22 +695,25 @@ cdef class FrameReader:
             )
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            held = PyByteArray_GET_SIZE(self._buffer)
-            if held == 0:
-                # The usual case: parse the caller's bytes in place and keep
-                # only an incomplete last frame.
-                consumed = self._parse(<const uint8_t*>view.buf, view.len, events)
-                if consumed < view.len:
-                    PyByteArray_Resize(self._buffer, view.len - consumed)
-                    memcpy(PyByteArray_AS_STRING(self._buffer),
-                           <const char*>view.buf + consumed, view.len - consumed)
-            else:
-                PyByteArray_Resize(self._buffer, held + view.len)
-                memcpy(PyByteArray_AS_STRING(self._buffer) + held, view.buf, view.len)
+            offset = 0
+            if PyByteArray_GET_SIZE(self._buffer):
+                # First complete the frame held from the last read, copying
+                # only the bytes it lacks; the rest is parsed in place below.
+                offset = self._top_up(<const char*>view.buf, view.len)
                 consumed = self._parse(
-                    <const uint8_t*>PyByteArray_AS_STRING(self._buffer), held + view.len, events
+                    <const uint8_t*>PyByteArray_AS_STRING(self._buffer),
+                    PyByteArray_GET_SIZE(self._buffer),
+                    events,
                 )
                 del self._buffer[:consumed]
+            if offset < view.len:
+                # The usual case: parse the caller's bytes in place and keep
+                # only an incomplete last frame.
+                consumed = self._parse(
+                    <const uint8_t*>view.buf + offset, view.len - offset, events
+                )
+                self._hold(<const char*>view.buf + offset + consumed,
+                           view.len - offset - consumed)
         except ProtocolError as error:
             self._error = error
             self._buffer = bytearray()
@@ -725,6 +728,36 @@ cdef class FrameReader:
         finally:
             PyBuffer_Release(&view)
         return events
+
+    cdef Py_ssize_t _top_up(self, const char* data, Py_ssize_t size) except -1:
+        # Moves bytes from data into the buffer until the buffer holds its
+        # first frame whole (or data runs out); returns how many it took.
+        cdef Py_ssize_t taken = 0, held, wanted, step
+        cdef const uint8_t* head
+        while taken < size:
+            held = PyByteArray_GET_SIZE(self._buffer)
+            head = <const uint8_t*>PyByteArray_AS_STRING(self._buffer)
+            if not self._started and head[0] == b'A':
+                wanted = 8  # the broker's protocol header
+            elif held >= 7:
+                if <uint64_t>_rd32(head + 3) + FRAME_OVERHEAD > self._frame_max:
+                    break  # _parse reports it
+                wanted = <Py_ssize_t>_rd32(head + 3) + FRAME_OVERHEAD
+            else:
+                wanted = 7  # a frame header first, to learn the size
+            if held >= wanted:
+                break
+            step = min(wanted - held, size - taken)
+            self._hold(data + taken, step)
+            taken += step
+        return taken
+
+    cdef int _hold(self, const char* data, Py_ssize_t size) except -1:
+        cdef Py_ssize_t held = PyByteArray_GET_SIZE(self._buffer)
+        if size > 0:
+            PyByteArray_Resize(self._buffer, held + size)
+            memcpy(PyByteArray_AS_STRING(self._buffer) + held, data, size)
+        return 0
 
     cdef Py_ssize_t _parse(self, const uint8_t* data, Py_ssize_t size, list events) except -1:
         cdef Py_ssize_t pos = 0

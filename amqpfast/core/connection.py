@@ -117,6 +117,7 @@ class Connection:
         self._close_ok: asyncio.Future[None] | None = None
         self._closing_started = False
         self._handshaking = False
+        self._credentials_sent = False
         self._opened = False
         self.closing: asyncio.Future[None] = self.loop.create_future()
         self.server_properties: dict[str, Any] = {}
@@ -229,6 +230,7 @@ class Connection:
                 locale="en_US",
             ),
         )
+        self._credentials_sent = True
         while True:
             method = await self._expect((spec.Connection.Secure, spec.Connection.Tune))
             if isinstance(method, spec.Connection.Tune):
@@ -440,10 +442,12 @@ class Connection:
 
     def _on_connection_lost(self, exc: Exception | None) -> None:
         if not self.closing.done():
-            if self._handshaking:
+            if self._handshaking and self._credentials_sent:
                 error: AMQPError = ProbableAuthenticationError(
-                    "the broker closed the connection during the handshake"
+                    "the broker closed the connection after the login"
                 )
+            elif self._handshaking:
+                error = AMQPConnectionError("the peer closed the connection before the login")
             else:
                 reason = f"connection lost: {exc}" if exc else "connection lost"
                 error = ConnectionClosed(0, reason)

@@ -1,0 +1,923 @@
+"""amqpfast's low-level API, aiormq and aio-pika through the same scenarios.
+
+Every scenario prepares outside the measured phase (connections, queues,
+pre-filled messages), measures wall time and this process's own CPU (user +
+sys from getrusage) around the phase alone, and afterwards checks that the
+phase really moved its messages, so a client that drops them fails instead of
+posting a fast number. The broker runs in another process: the CPU measured
+is the client's.
+
+Each client's inner loop is written the way its users write it: one await per
+publish, a coroutine callback per delivery, one ack per message.
+
+Run without pytest (one table for everything, or a selection for profiling):
+``.venv/bin/python benchmarks/client_runners.py [--loop uvloop] [--client amqpfast] [-k consume]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import resource
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any, ClassVar
+
+import aio_pika
+import aiormq
+import uvloop
+from pamqp import commands as spec
+
+import amqpfast.core as amqpfast
+from amqpfast.codec import IMPLEMENTATION, BasicProperties
+
+try:  # run as a script: this folder is on sys.path, the source tree may not be
+    from fake_broker import ACKS_QUEUE, CONTENT_TYPE, SINK_QUEUE, FakeBroker, delivery_queue
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from fake_broker import ACKS_QUEUE, CONTENT_TYPE, SINK_QUEUE, FakeBroker, delivery_queue
+
+CONSUMER_TAG = "bench.consumer"
+QUEUE_PREFIX = "amqpfast-bench"
+# a queue left behind by a crashed run disappears by itself after 10 minutes
+QUEUE_ARGUMENTS = {"x-expires": 600_000}
+WAIT = 120.0  # no phase of a healthy run comes close to this
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every scenario moves; the environment can shrink it for a quick look."""
+
+    url: str = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    messages: int = _env_int("AMQPFAST_BENCH_MESSAGES", 20_000)
+    gets: int = _env_int("AMQPFAST_BENCH_GETS", 2_000)
+    calls: int = _env_int("AMQPFAST_BENCH_CALLS", 2_000)
+    window: int = 1_000  # publishes in flight with confirms
+    prefetch: int = 1_000
+    body_size: int = 64
+
+    @property
+    def body(self) -> bytes:
+        return bytes(index % 256 for index in range(self.body_size))
+
+
+# ------------------------------------------------------------ measuring
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured phase: how many messages (or round trips), wall and CPU seconds."""
+
+    messages: int
+    wall: float
+    cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.wall if self.wall else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu / self.messages * 1e6 if self.messages else float("nan")
+
+
+class _Meter:
+    def __init__(self) -> None:
+        self._wall = time.perf_counter()
+        self._cpu = _cpu()
+
+    def stop(self, messages: int) -> Measurement:
+        cpu = _cpu() - self._cpu
+        return Measurement(messages, time.perf_counter() - self._wall, cpu)
+
+
+def _count_acks(confirms: Iterable[Any]) -> int:
+    return sum(1 for confirm in confirms if getattr(confirm, "name", "") == "Basic.Ack")
+
+
+class _Tally:
+    """What a consumer received; the scenarios check it against what they expect."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.size = 0
+        self.last_tag = 0
+
+
+# ------------------------------------------------------------ the clients
+
+
+class Client:
+    """One client library behind the operations the scenarios need."""
+
+    name: ClassVar[str]
+    connection: Any = None
+
+    async def connect(self, url: str) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Close the connection (once; later calls do nothing)."""
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            await connection.close()
+
+    async def channel(self, confirms: bool) -> Any:
+        raise NotImplementedError
+
+    async def qos(self, channel: Any, prefetch: int) -> None:
+        """Basic.Qos; also the synchronous round trip that ends a phase."""
+        raise NotImplementedError
+
+    async def message_count(self, channel: Any, queue: str) -> int:
+        raise NotImplementedError
+
+    async def exclusive_queue(self, channel: Any) -> str:
+        raise NotImplementedError
+
+    async def publish(self, channel: Any, queue: str, body: bytes, count: int) -> int:
+        """``count`` publishes, one after the other; returns how many went out."""
+        raise NotImplementedError
+
+    async def publish_confirmed(
+        self, channel: Any, queue: str, body: bytes, count: int, window: int
+    ) -> int:
+        """Publishes in flight ``window`` at a time; returns how many were acked."""
+        raise NotImplementedError
+
+    async def consume(self, channel: Any, queue: str, count: int, ack: bool) -> _Tally:
+        """Consume until ``count`` messages came (acking each one with ``ack``)."""
+        raise NotImplementedError
+
+    async def get(self, channel: Any, queue: str, count: int) -> _Tally:
+        raise NotImplementedError
+
+    async def serve_rpc(self, channel: Any, queue: str) -> None:
+        """Answer each request on ``queue`` to its reply_to with its correlation_id."""
+        raise NotImplementedError
+
+    async def listen_rpc(self, channel: Any, reply_queue: str) -> None:
+        raise NotImplementedError
+
+    async def call_rpc(
+        self, channel: Any, queue: str, reply_queue: str, body: bytes, count: int
+    ) -> int:
+        """``count`` requests, each awaiting its reply; returns the right replies."""
+        raise NotImplementedError
+
+
+class AmqpfastClient(Client):
+    name = "amqpfast"
+
+    async def connect(self, url: str) -> None:
+        self.connection = await amqpfast.connect(url)
+        self.waiting: dict[str, asyncio.Future[bytes]] = {}
+
+    async def channel(self, confirms: bool) -> Any:
+        return await self.connection.channel(publisher_confirms=confirms)
+
+    async def qos(self, channel: Any, prefetch: int) -> None:
+        await channel.basic_qos(prefetch_count=prefetch)
+
+    async def message_count(self, channel: Any, queue: str) -> int:
+        return (await channel.queue_declare(queue, passive=True)).message_count
+
+    async def exclusive_queue(self, channel: Any) -> str:
+        return (await channel.queue_declare("", exclusive=True)).queue
+
+    async def publish(self, channel: Any, queue: str, body: bytes, count: int) -> int:
+        for _ in range(count):
+            await channel.basic_publish(body, routing_key=queue)
+        return count
+
+    async def publish_confirmed(
+        self, channel: Any, queue: str, body: bytes, count: int, window: int
+    ) -> int:
+        acked = 0
+        for start in range(0, count, window):
+            confirms = await asyncio.gather(
+                *[
+                    channel.basic_publish(body, routing_key=queue)
+                    for _ in range(min(window, count - start))
+                ]
+            )
+            acked += _count_acks(confirms)
+        return acked
+
+    async def consume(self, channel: Any, queue: str, count: int, ack: bool) -> _Tally:
+        done = asyncio.get_running_loop().create_future()
+        tally = _Tally()
+
+        async def on_message(message: amqpfast.DeliveredMessage) -> None:
+            if ack:
+                await channel.basic_ack(message.delivery_tag)
+            tally.count += 1
+            tally.size += len(message.body)
+            tally.last_tag = message.delivery_tag
+            if tally.count == count:
+                done.set_result(None)
+
+        await channel.basic_consume(queue, on_message, no_ack=not ack, consumer_tag=CONSUMER_TAG)
+        await asyncio.wait_for(done, WAIT)
+        return tally
+
+    async def get(self, channel: Any, queue: str, count: int) -> _Tally:
+        tally = _Tally()
+        for _ in range(count):
+            message = await channel.basic_get(queue, no_ack=True)
+            if message.delivery_tag is not None:
+                tally.count += 1
+                tally.size += len(message.body)
+        return tally
+
+    async def serve_rpc(self, channel: Any, queue: str) -> None:
+        async def on_request(message: amqpfast.DeliveredMessage) -> None:
+            request = message.properties
+            await channel.basic_publish(
+                message.body,
+                routing_key=request.reply_to,
+                properties=BasicProperties(correlation_id=request.correlation_id),
+            )
+
+        await channel.basic_consume(queue, on_request, no_ack=True)
+
+    async def listen_rpc(self, channel: Any, reply_queue: str) -> None:
+        waiting = self.waiting
+
+        async def on_reply(message: amqpfast.DeliveredMessage) -> None:
+            future = waiting.pop(message.properties.correlation_id, None)
+            if future is not None:
+                future.set_result(message.body)
+
+        await channel.basic_consume(reply_queue, on_reply, no_ack=True)
+
+    async def call_rpc(
+        self, channel: Any, queue: str, reply_queue: str, body: bytes, count: int
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        right = 0
+        for number in range(count):
+            correlation_id = str(number)
+            future = self.waiting[correlation_id] = loop.create_future()
+            await channel.basic_publish(
+                body,
+                routing_key=queue,
+                properties=BasicProperties(reply_to=reply_queue, correlation_id=correlation_id),
+            )
+            if await future == body:
+                right += 1
+        return right
+
+
+class AiormqClient(Client):
+    name = "aiormq"
+
+    async def connect(self, url: str) -> None:
+        self.connection = await aiormq.connect(url)
+        self.waiting: dict[str, asyncio.Future[bytes]] = {}
+
+    async def channel(self, confirms: bool) -> Any:
+        return await self.connection.channel(publisher_confirms=confirms)
+
+    async def qos(self, channel: Any, prefetch: int) -> None:
+        await channel.basic_qos(prefetch_count=prefetch)
+
+    async def message_count(self, channel: Any, queue: str) -> int:
+        return (await channel.queue_declare(queue, passive=True)).message_count
+
+    async def exclusive_queue(self, channel: Any) -> str:
+        return (await channel.queue_declare("", exclusive=True)).queue
+
+    async def publish(self, channel: Any, queue: str, body: bytes, count: int) -> int:
+        for _ in range(count):
+            await channel.basic_publish(body, routing_key=queue)
+        return count
+
+    async def publish_confirmed(
+        self, channel: Any, queue: str, body: bytes, count: int, window: int
+    ) -> int:
+        acked = 0
+        for start in range(0, count, window):
+            confirms = await asyncio.gather(
+                *[
+                    channel.basic_publish(body, routing_key=queue)
+                    for _ in range(min(window, count - start))
+                ]
+            )
+            acked += _count_acks(confirms)
+        return acked
+
+    async def consume(self, channel: Any, queue: str, count: int, ack: bool) -> _Tally:
+        done = asyncio.get_running_loop().create_future()
+        tally = _Tally()
+
+        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+            if ack:
+                await channel.basic_ack(message.delivery.delivery_tag)
+            tally.count += 1
+            tally.size += len(message.body)
+            tally.last_tag = message.delivery.delivery_tag
+            if tally.count == count:
+                done.set_result(None)
+
+        await channel.basic_consume(queue, on_message, no_ack=not ack, consumer_tag=CONSUMER_TAG)
+        await asyncio.wait_for(done, WAIT)
+        return tally
+
+    async def get(self, channel: Any, queue: str, count: int) -> _Tally:
+        tally = _Tally()
+        for _ in range(count):
+            message = await channel.basic_get(queue, no_ack=True)
+            if isinstance(message.delivery, spec.Basic.GetOk):
+                tally.count += 1
+                tally.size += len(message.body)
+        return tally
+
+    async def serve_rpc(self, channel: Any, queue: str) -> None:
+        async def on_request(message: aiormq.abc.DeliveredMessage) -> None:
+            request = message.header.properties
+            await channel.basic_publish(
+                message.body,
+                routing_key=request.reply_to,
+                properties=spec.Basic.Properties(correlation_id=request.correlation_id),
+            )
+
+        await channel.basic_consume(queue, on_request, no_ack=True)
+
+    async def listen_rpc(self, channel: Any, reply_queue: str) -> None:
+        waiting = self.waiting
+
+        async def on_reply(message: aiormq.abc.DeliveredMessage) -> None:
+            future = waiting.pop(message.header.properties.correlation_id, None)
+            if future is not None:
+                future.set_result(message.body)
+
+        await channel.basic_consume(reply_queue, on_reply, no_ack=True)
+
+    async def call_rpc(
+        self, channel: Any, queue: str, reply_queue: str, body: bytes, count: int
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        right = 0
+        for number in range(count):
+            correlation_id = str(number)
+            future = self.waiting[correlation_id] = loop.create_future()
+            await channel.basic_publish(
+                body,
+                routing_key=queue,
+                properties=spec.Basic.Properties(
+                    reply_to=reply_queue, correlation_id=correlation_id
+                ),
+            )
+            if await future == body:
+                right += 1
+        return right
+
+
+class AioPikaClient(Client):
+    name = "aio-pika"
+
+    async def connect(self, url: str) -> None:
+        self.connection = await aio_pika.connect(url)
+        self.waiting: dict[str, asyncio.Future[bytes]] = {}
+
+    async def channel(self, confirms: bool) -> Any:
+        return await self.connection.channel(publisher_confirms=confirms)
+
+    async def qos(self, channel: Any, prefetch: int) -> None:
+        await channel.set_qos(prefetch_count=prefetch)
+
+    async def message_count(self, channel: Any, queue: str) -> int:
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count
+
+    async def exclusive_queue(self, channel: Any) -> str:
+        return (await channel.declare_queue(exclusive=True)).name
+
+    async def publish(self, channel: Any, queue: str, body: bytes, count: int) -> int:
+        exchange = channel.default_exchange
+        for _ in range(count):
+            await exchange.publish(aio_pika.Message(body), routing_key=queue)
+        return count
+
+    async def publish_confirmed(
+        self, channel: Any, queue: str, body: bytes, count: int, window: int
+    ) -> int:
+        exchange = channel.default_exchange
+        acked = 0
+        for start in range(0, count, window):
+            confirms = await asyncio.gather(
+                *[
+                    exchange.publish(aio_pika.Message(body), routing_key=queue)
+                    for _ in range(min(window, count - start))
+                ]
+            )
+            acked += _count_acks(confirms)
+        return acked
+
+    async def consume(self, channel: Any, queue: str, count: int, ack: bool) -> _Tally:
+        done = asyncio.get_running_loop().create_future()
+        tally = _Tally()
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            if ack:
+                await message.ack()
+            tally.count += 1
+            tally.size += len(message.body)
+            tally.last_tag = message.delivery_tag
+            if tally.count == count:
+                done.set_result(None)
+
+        source = await channel.get_queue(queue, ensure=False)
+        await source.consume(on_message, no_ack=not ack, consumer_tag=CONSUMER_TAG)
+        await asyncio.wait_for(done, WAIT)
+        return tally
+
+    async def get(self, channel: Any, queue: str, count: int) -> _Tally:
+        source = await channel.get_queue(queue, ensure=False)
+        tally = _Tally()
+        for _ in range(count):
+            message = await source.get(no_ack=True, fail=False)
+            if message is not None:
+                tally.count += 1
+                tally.size += len(message.body)
+        return tally
+
+    async def serve_rpc(self, channel: Any, queue: str) -> None:
+        exchange = channel.default_exchange
+
+        async def on_request(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await exchange.publish(
+                aio_pika.Message(message.body, correlation_id=message.correlation_id),
+                routing_key=message.reply_to or "",
+            )
+
+        source = await channel.get_queue(queue, ensure=False)
+        await source.consume(on_request, no_ack=True)
+
+    async def listen_rpc(self, channel: Any, reply_queue: str) -> None:
+        waiting = self.waiting
+
+        async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            future = waiting.pop(message.correlation_id, None)
+            if future is not None:
+                future.set_result(message.body)
+
+        source = await channel.get_queue(reply_queue, ensure=False)
+        await source.consume(on_reply, no_ack=True)
+
+    async def call_rpc(
+        self, channel: Any, queue: str, reply_queue: str, body: bytes, count: int
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        exchange = channel.default_exchange
+        right = 0
+        for number in range(count):
+            correlation_id = str(number)
+            future = self.waiting[correlation_id] = loop.create_future()
+            await exchange.publish(
+                aio_pika.Message(body, reply_to=reply_queue, correlation_id=correlation_id),
+                routing_key=queue,
+            )
+            if await future == body:
+                right += 1
+        return right
+
+
+CLIENTS: dict[str, type[Client]] = {
+    client.name: client for client in (AmqpfastClient, AiormqClient, AioPikaClient)
+}
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
+# ------------------------------------------------------------ the real broker's helper
+
+
+class _Admin:
+    """An amqpfast connection outside the measured phase: queues, pre-filling, counting."""
+
+    async def open(self, url: str) -> _Admin:
+        self.connection = await amqpfast.connect(url)
+        self.channel = await self.connection.channel(publisher_confirms=True)
+        self.queues: list[str] = []
+        return self
+
+    async def declare(self, purpose: str) -> str:
+        name = f"{QUEUE_PREFIX}.{purpose}.{uuid.uuid4().hex[:12]}"
+        await self.channel.queue_declare(name, arguments=QUEUE_ARGUMENTS)
+        self.queues.append(name)
+        return name
+
+    async def fill(self, queue: str, body: bytes, count: int, window: int) -> None:
+        properties = BasicProperties(content_type=CONTENT_TYPE)
+        for start in range(0, count, window):
+            await asyncio.gather(
+                *[
+                    self.channel.basic_publish(body, routing_key=queue, properties=properties)
+                    for _ in range(min(window, count - start))
+                ]
+            )
+        await self.wait_count(queue, count)
+
+    async def count(self, queue: str) -> int:
+        declared = await self.channel.queue_declare(queue, passive=True)
+        return declared.message_count or 0
+
+    async def wait_count(self, queue: str, expected: int, timeout: float = 30.0) -> int:
+        """The queue's ready messages once they reach ``expected`` (or after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            count = await self.count(queue)
+            if count >= expected or time.monotonic() > deadline:
+                return count
+            await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        for queue in self.queues:
+            if not self.channel.is_closed:
+                await self.channel.queue_delete(queue)
+        await self.connection.close()
+
+
+# ------------------------------------------------------------ scenarios
+
+
+class Scenario:
+    """setup, then the measured phase, then the checks, then teardown."""
+
+    name: ClassVar[str]
+    fake: ClassVar[bool] = False
+    unit: ClassVar[str] = "msg"
+
+    def __init__(self, client: type[Client], settings: Settings, url: str) -> None:
+        self.client = client()
+        self.settings = settings
+        self.url = url
+        self.admin: _Admin | None = None
+        self.extra: list[Client] = []
+        self.channel: Any = None
+
+    @property
+    def expected(self) -> int:
+        return self.settings.messages
+
+    async def setup(self) -> None:
+        if not self.fake:
+            self.admin = await _Admin().open(self.url)
+        await self.client.connect(self.url)
+
+    async def measure(self) -> Measurement:
+        raise NotImplementedError
+
+    async def verify(self, measurement: Measurement) -> None:
+        assert measurement.messages == self.expected, (
+            f"{self.client.name}: {measurement.messages} of {self.expected}"
+        )
+
+    async def teardown(self) -> None:
+        for client in [self.client, *self.extra]:
+            await client.close()
+        if self.admin is not None:
+            await self.admin.close()
+
+
+class _Publish(Scenario):
+    confirms: ClassVar[bool] = False
+
+    async def setup(self) -> None:
+        await super().setup()
+        if self.admin is not None:
+            self.queue = await self.admin.declare(self.name)
+        else:
+            self.queue = SINK_QUEUE
+        self.channel = await self.client.channel(self.confirms)
+
+    async def measure(self) -> Measurement:
+        s = self.settings
+        meter = _Meter()
+        if self.confirms:
+            done = await self.client.publish_confirmed(
+                self.channel, self.queue, s.body, s.messages, s.window
+            )
+        else:
+            done = await self.client.publish(self.channel, self.queue, s.body, s.messages)
+            # a round trip on the channel: every publish has left the client
+            await self.client.qos(self.channel, 0)
+        return meter.stop(done)
+
+    async def verify(self, measurement: Measurement) -> None:
+        await super().verify(measurement)
+        if self.admin is not None:
+            arrived = await self.admin.wait_count(self.queue, self.expected)
+        else:
+            arrived = await self.client.message_count(self.channel, SINK_QUEUE)
+        assert arrived == self.expected, f"{self.client.name}: {arrived} arrived"
+
+
+class PublishPlain(_Publish):
+    name = "publish"
+
+
+class PublishConfirmed(_Publish):
+    name = "publish+confirm"
+    confirms = True
+
+
+class _Consume(Scenario):
+    ack: ClassVar[bool] = False
+
+    async def setup(self) -> None:
+        await super().setup()
+        s = self.settings
+        if self.admin is not None:
+            self.queue = await self.admin.declare(self.name)
+            await self.admin.fill(self.queue, s.body, s.messages, s.window)
+        else:
+            self.queue = delivery_queue(s.messages)
+        self.channel = await self.client.channel(False)
+        if self.ack:
+            await self.client.qos(self.channel, s.prefetch)
+
+    async def measure(self) -> Measurement:
+        s = self.settings
+        meter = _Meter()
+        self.tally = await self.client.consume(self.channel, self.queue, s.messages, self.ack)
+        if self.ack:
+            # a round trip on the channel: every ack has reached the broker
+            await self.client.qos(self.channel, s.prefetch)
+        return meter.stop(self.tally.count)
+
+    async def verify(self, measurement: Measurement) -> None:
+        await super().verify(measurement)
+        s = self.settings
+        tally = self.tally
+        assert tally.size == s.messages * s.body_size, f"{self.client.name}: wrong bodies"
+        assert tally.last_tag == s.messages, f"{self.client.name}: last tag {tally.last_tag}"
+        if self.admin is not None:
+            # a message left unacked would go back to the queue with the connection
+            await self.client.close()
+            await asyncio.sleep(0.05)
+            left = await self.admin.count(self.queue)
+            assert left == 0, f"{self.client.name}: {left} messages back in the queue"
+        elif self.ack:
+            acked = await self.client.message_count(self.channel, ACKS_QUEUE)
+            assert acked == s.messages, f"{self.client.name}: the broker saw {acked} acks"
+
+
+class ConsumeNoAck(_Consume):
+    name = "consume"
+
+
+class ConsumeAck(_Consume):
+    name = "consume+ack"
+    ack = True
+
+
+class Get(Scenario):
+    name = "basic_get"
+
+    @property
+    def expected(self) -> int:
+        return self.settings.gets
+
+    async def setup(self) -> None:
+        await super().setup()
+        assert self.admin is not None
+        s = self.settings
+        self.queue = await self.admin.declare(self.name)
+        await self.admin.fill(self.queue, s.body, s.gets, s.window)
+        self.channel = await self.client.channel(False)
+
+    async def measure(self) -> Measurement:
+        meter = _Meter()
+        self.tally = await self.client.get(self.channel, self.queue, self.settings.gets)
+        return meter.stop(self.tally.count)
+
+    async def verify(self, measurement: Measurement) -> None:
+        await super().verify(measurement)
+        assert self.tally.size == self.settings.gets * self.settings.body_size
+        assert self.admin is not None
+        assert await self.admin.count(self.queue) == 0
+
+
+class Rpc(Scenario):
+    """Sequential request/reply; both ends are the client under test, in this process."""
+
+    name = "rpc"
+    unit = "call"
+
+    @property
+    def expected(self) -> int:
+        return self.settings.calls
+
+    async def setup(self) -> None:
+        await super().setup()
+        assert self.admin is not None
+        self.queue = await self.admin.declare(self.name)
+        server = self.client.__class__()
+        self.extra.append(server)
+        await server.connect(self.url)
+        await server.serve_rpc(await server.channel(False), self.queue)
+        self.channel = await self.client.channel(False)
+        self.reply_queue = await self.client.exclusive_queue(self.channel)
+        await self.client.listen_rpc(self.channel, self.reply_queue)
+
+    async def measure(self) -> Measurement:
+        s = self.settings
+        meter = _Meter()
+        async with asyncio.timeout(WAIT):  # one timer for the phase, not one per call
+            right = await self.client.call_rpc(
+                self.channel, self.queue, self.reply_queue, s.body, s.calls
+            )
+        return meter.stop(right)
+
+
+class FakeConsumeNoAck(ConsumeNoAck):
+    name = "fake consume"
+    fake = True
+
+
+class FakeConsumeAck(ConsumeAck):
+    name = "fake consume+ack"
+    fake = True
+
+
+class FakePublishPlain(PublishPlain):
+    name = "fake publish"
+    fake = True
+
+
+class FakePublishConfirmed(PublishConfirmed):
+    name = "fake publish+confirm"
+    fake = True
+
+
+SCENARIOS: dict[str, type[Scenario]] = {
+    scenario.name: scenario
+    for scenario in (
+        PublishPlain,
+        PublishConfirmed,
+        ConsumeNoAck,
+        ConsumeAck,
+        Get,
+        Rpc,
+        FakeConsumeNoAck,
+        FakeConsumeAck,
+        FakePublishPlain,
+        FakePublishConfirmed,
+    )
+}
+
+# amqpfast's CPU per message must be this many times below aiormq's (same run, same loop)
+TARGETS = {"publish": 10, "consume": 10, "publish+confirm": 5, "consume+ack": 5}
+TARGET_US = 3.0  # and at most this many µs per message on uvloop
+
+
+def fake_broker(settings: Settings) -> FakeBroker:
+    """The fake broker for these settings, its delivery stream encoded in advance."""
+    warm = [(1, delivery_queue(settings.messages), CONSUMER_TAG)]
+    return FakeBroker(settings.body, warm)
+
+
+Timer = Callable[[Callable[[], Measurement]], Measurement]
+
+
+def run_case(
+    scenario: str, client: str, loop: str, settings: Settings, url: str, timed: Timer | None = None
+) -> Measurement:
+    """Run one scenario for one client on a fresh loop of the named kind.
+
+    :param timed: runs the measured phase (pytest-benchmark's pedantic); by default it is called.
+    """
+    case = SCENARIOS[scenario](CLIENTS[client], settings, url)
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        try:
+            runner.run(case.setup())
+            gc.collect()  # garbage of the setup is not the phase's to collect
+            measure = lambda: runner.run(case.measure())  # noqa: E731
+            measurement = timed(measure) if timed is not None else measure()
+            runner.run(case.verify(measurement))
+        finally:
+            runner.run(case.teardown())
+    return measurement
+
+
+# ------------------------------------------------------------ the table
+
+Results = dict[tuple[str, str, str], Measurement]  # (scenario, loop, client) -> measured
+
+
+def _cell(measurement: Measurement | None) -> str:
+    if measurement is None:
+        return f"{'-':>9} {'-':>7}"
+    return f"{measurement.rate:>9,.0f} {measurement.cpu_us:>7.2f}"
+
+
+def _ratio(results: Results, key: tuple[str, str], client: str) -> float | None:
+    fast = results.get((*key, "amqpfast"))
+    other = results.get((*key, client))
+    if fast is None or other is None or not fast.cpu:
+        return None
+    return other.cpu_us / fast.cpu_us
+
+
+def table(results: Results, settings: Settings) -> list[str]:
+    """The side-by-side table: rate and CPU per message, and the CPU ratios."""
+    clients = list(CLIENTS)
+    lines = [
+        f"{'':<21} {'':<7}"
+        + "".join(f" | {name:^17}" for name in clients)
+        + " | CPU ratio vs amqpfast | target",
+        f"{'scenario':<21} {'loop':<7}"
+        + "".join(f" | {'msg/s':>9} {'µs/msg':>7}" for _ in clients)
+        + f" | {'aiormq':>9} {'aio-pika':>9}   |",
+    ]
+    rows = sorted({(scenario, loop) for scenario, loop, _ in results}, key=_row_order)
+    for scenario, loop in rows:
+        cells = "".join(f" | {_cell(results.get((scenario, loop, c)))}" for c in clients)
+        ratios = []
+        for client in ("aiormq", "aio-pika"):
+            ratio = _ratio(results, (scenario, loop), client)
+            ratios.append(f"{ratio:>8.1f}x" if ratio is not None else f"{'-':>9}")
+        lines.append(
+            f"{scenario:<21} {loop:<7}{cells} | {ratios[0]} {ratios[1]}   | "
+            + _verdict(results, scenario, loop)
+        )
+    lines.append(
+        f"{settings.messages} messages of {settings.body_size} B per scenario "
+        f"({settings.gets} for basic_get, {settings.calls} round trips for rpc, µs per call); "
+        f"CPU = user+sys of this process (getrusage); codec {IMPLEMENTATION}; "
+        f"Python {sys.version.split()[0]}; aiormq {version('aiormq')}, "
+        f"aio-pika {version('aio-pika')}, uvloop {version('uvloop')}"
+    )
+    return lines
+
+
+def _row_order(row: tuple[str, str]) -> tuple[int, int]:
+    names = list(SCENARIOS)
+    return (names.index(row[0]) if row[0] in names else len(names), list(LOOPS).index(row[1]))
+
+
+def _verdict(results: Results, scenario: str, loop: str) -> str:
+    base = scenario.removeprefix("fake ")
+    needed = TARGETS.get(base)
+    if needed is None:
+        return ""
+    ratio = _ratio(results, (scenario, loop), "aiormq")
+    if ratio is None:
+        return f">={needed}x"
+    verdict = f">={needed}x {'met' if ratio >= needed else 'MISSED'}"
+    fast = results.get((scenario, loop, "amqpfast"))
+    if loop == "uvloop" and fast is not None:
+        verdict += f", {'<=' if fast.cpu_us <= TARGET_US else '>'}{TARGET_US:g} µs"
+    return verdict
+
+
+# ------------------------------------------------------------ the script
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--loop", action="append", choices=list(LOOPS))
+    parser.add_argument("--client", action="append", choices=list(CLIENTS))
+    parser.add_argument("-k", dest="match", default="", help="scenarios whose name contains it")
+    options = parser.parse_args(argv)
+    settings = Settings()
+    results: Results = {}
+    scenarios = [name for name in SCENARIOS if options.match in name]
+    with fake_broker(settings) as broker:
+        for loop in options.loop or list(LOOPS):
+            for scenario in scenarios:
+                url = broker.url if SCENARIOS[scenario].fake else settings.url
+                for client in options.client or list(CLIENTS):
+                    measured = run_case(scenario, client, loop, settings, url)
+                    results[(scenario, loop, client)] = measured
+                    print(
+                        f"{scenario:<21} {loop:<7} {client:<8} {_cell(measured)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    print("\n".join(table(results, settings)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
