@@ -82,7 +82,12 @@ async def _publish(options: argparse.Namespace) -> int:
             mandatory=options.mandatory,
         )
         if options.confirm:
-            print(f"published {len(body)} bytes: {confirmation.name}", file=sys.stderr)
+            # a returned mandatory message comes back as the result
+            if isinstance(confirmation, DeliveredMessage):
+                outcome = f"returned, {confirmation.delivery.reply_text}"
+            else:
+                outcome = confirmation.name
+            print(f"published {len(body)} bytes: {outcome}", file=sys.stderr)
     return 0
 
 

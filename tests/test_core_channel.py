@@ -228,9 +228,10 @@ async def test_returned_message_goes_to_callbacks(channel: Channel, unique: str)
     returned: list[DeliveredMessage] = []
     channel.on_return_callbacks.append(returned.append)
 
-    confirm = await channel.basic_publish(b"lost", routing_key=unique, mandatory=True)
+    result = await channel.basic_publish(b"lost", routing_key=unique, mandatory=True)
 
-    assert isinstance(confirm, BasicAck)
+    assert isinstance(result, DeliveredMessage)  # the publish's result is the returned message
+    assert result.delivery.name == "Basic.Return"
     assert len(returned) == 1
     assert returned[0].body == b"lost"
     assert returned[0].delivery.reply_code == 312  # NO_ROUTE

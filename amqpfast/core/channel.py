@@ -580,9 +580,10 @@ class Channel:
     ) -> Any:
         """Publish a message.
 
-        In confirm mode this waits for the broker's Basic.Ack and returns it;
-        without confirms it returns None once the message is queued for the
-        socket.
+        In confirm mode this waits for the broker's Basic.Ack and returns it
+        (or, for a mandatory message that came back, the returned
+        :class:`DeliveredMessage`); without confirms it returns None once the
+        message is queued for the socket.
 
         :raises DeliveryError: the broker answered Basic.Nack.
         :raises PublishError: a mandatory message came back and the channel
@@ -677,11 +678,14 @@ class Channel:
         tag = self._return_keys.pop(key, None) if key else None
         if tag is not None:
             del self._tag_keys[tag]
-            future = self._confirms.get(tag)
-            if self.on_return_raises and future is not None:
-                del self._confirms[tag]
-                if not future.done():
+            # The publish ends here: with PublishError, or with the returned
+            # message as its result; the Basic.Ack that follows finds nothing.
+            future = self._confirms.pop(tag, None)
+            if future is not None and not future.done():
+                if self.on_return_raises:
                     future.set_exception(PublishError(message, message.delivery))
+                else:
+                    future.set_result(message)
         if not self.on_return_callbacks:
             log.warning("message returned: %r", message)
         for callback in list(self.on_return_callbacks):
