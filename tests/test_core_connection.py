@@ -11,6 +11,7 @@ from amqpfast import codec
 from amqpfast.core import Connection, connect
 from amqpfast.exceptions import (
     AMQPConnectionError,
+    AuthenticationError,
     ChannelInvalidStateError,
     ConnectionClosed,
     ConnectionForced,
@@ -161,3 +162,10 @@ async def test_heartbeats_keep_an_idle_connection_open(amqp_url):
         assert conn.is_opened
         channel = await conn.channel()
         assert (await channel.queue_declare("", exclusive=True)).queue
+
+
+async def test_mechanism_the_broker_does_not_offer_is_refused(amqp_url):
+    # The shared broker offers PLAIN and AMQPLAIN; EXTERNAL needs a plugin
+    # that a test may not enable, so the client must say it cannot log in.
+    with pytest.raises(AuthenticationError, match="EXTERNAL"):
+        await connect(f"{amqp_url}?auth=external", timeout=10)
