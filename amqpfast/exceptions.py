@@ -7,6 +7,7 @@ value that cannot be put on the wire.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 __all__ = [
@@ -39,10 +40,12 @@ __all__ = [
     "HeartbeatTimeout",
     "IncompatibleProtocolError",
     "InvalidFrameError",
+    "MessageProcessError",
     "ProbableAuthenticationError",
     "ProtocolError",
     "ProtocolSyntaxError",
     "PublishError",
+    "QueueEmpty",
     "channel_error",
     "connection_error",
 ]
@@ -294,3 +297,14 @@ class PublishError(DeliveryError):
             f"message returned: ({self.frame.reply_code}) {self.frame.reply_text}, "
             f"exchange {self.frame.exchange!r}, routing key {self.frame.routing_key!r}"
         )
+
+
+# ------------------------------------------------------------ high level
+
+
+class MessageProcessError(AMQPError):
+    """A message was acked, nacked or rejected twice, or processing it failed."""
+
+
+class QueueEmpty(AMQPError, asyncio.QueueEmpty):
+    """Queue.get found no message (and was asked to fail)."""

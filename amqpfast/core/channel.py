@@ -7,7 +7,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pamqp import commands as spec
 
@@ -281,6 +281,35 @@ class Channel:
 
     # ------------------------------------------------------------ exchanges
 
+    @overload
+    async def exchange_declare(
+        self,
+        exchange: str,
+        exchange_type: str = "direct",
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        nowait: Literal[False] = False,
+        arguments: Arguments = None,
+        timeout: float | None = None,
+    ) -> spec.Exchange.DeclareOk: ...
+
+    @overload
+    async def exchange_declare(
+        self,
+        exchange: str,
+        exchange_type: str = "direct",
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        *,
+        nowait: Literal[True],
+        arguments: Arguments = None,
+        timeout: float | None = None,
+    ) -> None: ...
+
     async def exchange_declare(
         self,
         exchange: str,
@@ -368,6 +397,33 @@ class Channel:
         return await self._call(method, (spec.Exchange.UnbindOk,), timeout)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ queues
+
+    @overload
+    async def queue_declare(
+        self,
+        queue: str = "",
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        nowait: Literal[False] = False,
+        arguments: Arguments = None,
+        timeout: float | None = None,
+    ) -> spec.Queue.DeclareOk: ...
+
+    @overload
+    async def queue_declare(
+        self,
+        queue: str = "",
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        *,
+        nowait: Literal[True],
+        arguments: Arguments = None,
+        timeout: float | None = None,
+    ) -> None: ...
 
     async def queue_declare(
         self,

@@ -26,9 +26,9 @@ async def main(url: str, queue: str, count: int | None) -> list[bytes]:
     connection = await connect(url)
     try:
         channel = await connection.channel()
-        declared = await channel.queue_declare(queue)
-        await channel.basic_consume(declared.queue, on_message, no_ack=True)
-        print(f" [*] Waiting for messages on {declared.queue!r}")
+        await channel.queue_declare(queue)
+        await channel.basic_consume(queue, on_message, no_ack=True)
+        print(f" [*] Waiting for messages on {queue!r}")
         await enough.wait()
     finally:
         await connection.close()

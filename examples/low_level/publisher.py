@@ -17,7 +17,7 @@ async def main(url: str) -> bytes:
     try:
         channel = await connection.channel()
         declared = await channel.queue_declare(auto_delete=True)
-        queue = declared.queue
+        queue = str(declared.queue)  # the name the broker chose
 
         # with publisher confirms (the default) this returns the broker's Basic.Ack
         await channel.basic_publish(
@@ -28,7 +28,8 @@ async def main(url: str) -> bytes:
 
         message = await channel.basic_get(queue)
         print(f" [x] Got {message.body!r} from {queue!r}")
-        await channel.basic_ack(message.delivery_tag)
+        if message.delivery_tag is not None:  # None: the queue was empty
+            await channel.basic_ack(message.delivery_tag)
         return message.body
     finally:
         await connection.close()
