@@ -348,6 +348,25 @@ cdef class BasicProperties:
         for attribute in _PROPERTY_NAMES:
             yield attribute, getattr(self, attribute)
 
+    def copy(self):
+        """A shallow copy (the headers dict is shared)."""
+        cdef BasicProperties clone = BasicProperties.__new__(BasicProperties)
+        clone.content_type = self.content_type
+        clone.content_encoding = self.content_encoding
+        clone.headers = self.headers
+        clone.delivery_mode = self.delivery_mode
+        clone.priority = self.priority
+        clone.correlation_id = self.correlation_id
+        clone.reply_to = self.reply_to
+        clone.expiration = self.expiration
+        clone.message_id = self.message_id
+        clone.timestamp = self.timestamp
+        clone.message_type = self.message_type
+        clone.user_id = self.user_id
+        clone.app_id = self.app_id
+        clone.cluster_id = self.cluster_id
+        return clone
+
     def __eq__(self, other):
         if type(other) is not type(self):
             return NotImplemented

@@ -336,6 +336,13 @@ class BasicProperties:
         for attribute in _spec.PROPERTY_NAMES:
             yield attribute, getattr(self, attribute)
 
+    def copy(self) -> BasicProperties:
+        """A shallow copy (the headers dict is shared)."""
+        clone = BasicProperties.__new__(BasicProperties)
+        for attribute in _spec.PROPERTY_NAMES:
+            setattr(clone, attribute, getattr(self, attribute))
+        return clone
+
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented

@@ -300,3 +300,14 @@ def test_properties_with_continuation_flag_word(codec):
     [message] = codec.FrameReader().feed(stream)
 
     assert message.properties == codec.BasicProperties(content_type="text/plain")
+
+
+def test_properties_copy_is_equal_and_independent(codec):
+    original = codec.BasicProperties(content_type="a/b", headers={"k": 1}, priority=3)
+
+    clone = original.copy()
+    clone.content_type = "c/d"
+
+    assert original.content_type == "a/b"
+    assert clone == codec.BasicProperties(content_type="c/d", headers={"k": 1}, priority=3)
+    assert clone.headers is original.headers  # shallow

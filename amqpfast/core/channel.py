@@ -683,7 +683,7 @@ class Channel:
         else:
             key = f"amqpfast.{tag}"
             # a copy: the caller may reuse its properties
-            marked = BasicProperties(**dict(properties)) if properties else BasicProperties()
+            marked = properties.copy() if properties is not None else BasicProperties()
             if message_id:
                 marked.headers = {**(marked.headers or {}), RETURN_KEY_HEADER: key}
             else:

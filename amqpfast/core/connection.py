@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import platform
+import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -90,6 +91,8 @@ class Connection:
 
     :param url: ``amqp://`` or ``amqps://`` URL (see :mod:`amqpfast.url`).
     :param client_properties: extra client properties sent to the broker.
+    :param ssl_context: a TLS context of your own (TLS is then used whatever
+        the URL's scheme).
     :param parameters: keyword overrides of the URL (``host``, ``port``,
         ``login``, ``password``, ``virtualhost``, ``heartbeat`` ...).
     """
@@ -99,9 +102,11 @@ class Connection:
         url: Any = None,
         *,
         client_properties: dict[str, Any] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         **parameters: Any,
     ) -> None:
         self.parameters: ConnectionParameters = parse_url(url, **parameters)
+        self._ssl_context = ssl_context
         self.loop = asyncio.get_running_loop()
         self._client_properties = client_properties
         self._protocol: AMQPProtocol | None = None
@@ -193,7 +198,7 @@ class Connection:
     async def _open(self) -> None:
         parameters = self.parameters
         options: dict[str, Any] = {}
-        ssl_context = parameters.ssl_context()
+        ssl_context = self._ssl_context or parameters.ssl_context()
         if ssl_context is not None:
             options["ssl"] = ssl_context
             options["server_hostname"] = parameters.host

@@ -1,0 +1,265 @@
+"""The abstract types and enums users annotate with, under aio-pika's names."""
+
+from __future__ import annotations
+
+import datetime
+from abc import ABC, abstractmethod
+from enum import Enum, IntEnum, unique
+from typing import TYPE_CHECKING, Any, TypedDict, Union
+
+if TYPE_CHECKING:
+    from .core import DeliveredMessage
+
+__all__ = [
+    "MILLISECONDS",
+    "AbstractChannel",
+    "AbstractConnection",
+    "AbstractExchange",
+    "AbstractIncomingMessage",
+    "AbstractMessage",
+    "AbstractProcessContext",
+    "AbstractQueue",
+    "AbstractQueueIterator",
+    "AbstractTransaction",
+    "ConsumerTag",
+    "DateType",
+    "DeliveryMode",
+    "ExchangeParamType",
+    "ExchangeType",
+    "FieldValue",
+    "HeadersType",
+    "MessageInfo",
+    "PublishResultType",
+    "SSLOptions",
+    "TimeoutType",
+    "TransactionState",
+    "get_exchange_name",
+]
+
+MILLISECONDS = 1000
+TimeoutType = int | float | None
+DateType = int | float | datetime.datetime | datetime.timedelta | None
+ConsumerTag = str
+FieldValue = Any
+HeadersType = dict[str, Any]
+ExchangeParamType = Union["AbstractExchange", str]
+PublishResultType = Union[Any, "DeliveredMessage"]
+
+
+class SSLOptions(TypedDict, total=False):
+    """TLS options for connect(ssl_options=...), as aio-pika takes them."""
+
+    cafile: str
+    capath: str
+    cadata: str
+    keyfile: str
+    certfile: str
+    no_verify_ssl: int
+
+
+@unique
+class ExchangeType(str, Enum):  # noqa: UP042 - str() as aio-pika's gives
+    """The exchange types RabbitMQ knows (plugins included)."""
+
+    FANOUT = "fanout"
+    DIRECT = "direct"
+    TOPIC = "topic"
+    HEADERS = "headers"
+    X_DELAYED_MESSAGE = "x-delayed-message"
+    X_CONSISTENT_HASH = "x-consistent-hash"
+    X_MODULUS_HASH = "x-modulus-hash"
+
+
+@unique
+class DeliveryMode(IntEnum):
+    """Whether the broker writes a message to disk."""
+
+    NOT_PERSISTENT = 1
+    PERSISTENT = 2
+
+
+@unique
+class TransactionState(str, Enum):  # noqa: UP042 - str() as aio-pika's gives
+    """Where a transaction stands."""
+
+    CREATED = "created"
+    COMMITED = "commited"
+    ROLLED_BACK = "rolled back"
+    STARTED = "started"
+
+
+class MessageInfo(TypedDict, total=False):
+    """What :meth:`Message.info` returns."""
+
+    app_id: str | None
+    body_size: int
+    cluster_id: str | None
+    consumer_tag: str | None
+    content_encoding: str | None
+    content_type: str | None
+    correlation_id: str | None
+    delivery_mode: DeliveryMode
+    delivery_tag: int | None
+    exchange: str | None
+    expiration: DateType
+    headers: HeadersType
+    message_id: str | None
+    priority: int | None
+    redelivered: bool | None
+    routing_key: str | None
+    reply_to: str | None
+    timestamp: datetime.datetime | None
+    type: str
+    user_id: str | None
+
+
+class AbstractMessage(ABC):
+    """A message to publish."""
+
+    __slots__ = ()
+    body: bytes
+
+    @abstractmethod
+    def info(self) -> MessageInfo:
+        """The message's properties as a dict."""
+
+    @property
+    @abstractmethod
+    def locked(self) -> bool:
+        """Whether the message can no longer be changed."""
+
+    @abstractmethod
+    def lock(self) -> None:
+        """Refuse changes from now on."""
+
+
+class AbstractIncomingMessage(AbstractMessage):
+    """A message from the broker, to acknowledge."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def ack(self, multiple: bool = False) -> None:
+        """Acknowledge it."""
+
+    @abstractmethod
+    async def reject(self, requeue: bool = False) -> None:
+        """Reject it."""
+
+    @abstractmethod
+    async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
+        """Reject one or more, requeued by default."""
+
+    @abstractmethod
+    def process(
+        self,
+        requeue: bool = False,
+        reject_on_redelivered: bool = False,
+        ignore_processed: bool = False,
+    ) -> AbstractProcessContext:
+        """A context manager that acks on success and rejects on error."""
+
+
+class AbstractProcessContext(ABC):
+    """The context manager :meth:`AbstractIncomingMessage.process` returns."""
+
+    @abstractmethod
+    async def __aenter__(self) -> AbstractIncomingMessage:
+        """Enter: gives the message."""
+
+    @abstractmethod
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """Leave: ack or reject."""
+
+
+class AbstractTransaction(ABC):
+    """A transaction on a channel."""
+
+    @abstractmethod
+    async def select(self, timeout: TimeoutType = None) -> Any:
+        """Start it."""
+
+    @abstractmethod
+    async def commit(self, timeout: TimeoutType = None) -> Any:
+        """Commit it."""
+
+    @abstractmethod
+    async def rollback(self, timeout: TimeoutType = None) -> Any:
+        """Roll it back."""
+
+
+class AbstractExchange(ABC):
+    """An exchange."""
+
+    name: str
+
+    @abstractmethod
+    async def publish(
+        self,
+        message: AbstractMessage,
+        routing_key: str,
+        *,
+        mandatory: bool = True,
+        immediate: bool = False,
+        timeout: TimeoutType = None,
+    ) -> Any:
+        """Publish a message."""
+
+
+class AbstractQueue(ABC):
+    """A queue."""
+
+    name: str
+
+    @abstractmethod
+    async def consume(
+        self,
+        callback: Any,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        arguments: dict[str, Any] | None = None,
+        consumer_tag: ConsumerTag | None = None,
+        timeout: TimeoutType = None,
+    ) -> ConsumerTag:
+        """Start a consumer."""
+
+
+class AbstractQueueIterator(ABC):
+    """Messages of a queue as an async iterator."""
+
+    @abstractmethod
+    def __aiter__(self) -> AbstractQueueIterator:
+        """Itself."""
+
+    @abstractmethod
+    async def __anext__(self) -> AbstractIncomingMessage:
+        """The next message."""
+
+
+class AbstractChannel(ABC):
+    """A channel of the high-level API."""
+
+    @property
+    @abstractmethod
+    def is_closed(self) -> bool:
+        """Whether it is closed."""
+
+
+class AbstractConnection(ABC):
+    """A connection of the high-level API."""
+
+    @property
+    @abstractmethod
+    def is_closed(self) -> bool:
+        """Whether it is closed."""
+
+
+def get_exchange_name(value: ExchangeParamType | None) -> str:
+    """The name of an exchange given as an object or a name ("" for None)."""
+    if isinstance(value, AbstractExchange):
+        return value.name
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"invalid exchange: {value!r}")

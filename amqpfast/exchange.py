@@ -1,0 +1,153 @@
+"""Exchanges: publish messages, bind exchanges to exchanges."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands as spec
+
+from .abc import (
+    AbstractExchange,
+    AbstractMessage,
+    ExchangeParamType,
+    ExchangeType,
+    TimeoutType,
+    get_exchange_name,
+)
+
+if TYPE_CHECKING:
+    from .channel import Channel
+
+log = logging.getLogger("amqpfast.exchange")
+
+__all__ = ["Exchange", "ExchangeType"]
+
+Arguments = dict[str, Any] | None
+
+
+class Exchange(AbstractExchange):
+    """An exchange on a channel (made by :meth:`Channel.declare_exchange`)."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        name: str,
+        type: ExchangeType | str = ExchangeType.DIRECT,
+        *,
+        auto_delete: bool = False,
+        durable: bool = False,
+        internal: bool = False,
+        passive: bool = False,
+        arguments: Arguments = None,
+    ) -> None:
+        self._type = type.value if isinstance(type, ExchangeType) else type
+        self.channel = channel
+        self.name = name
+        self.auto_delete = auto_delete
+        self.durable = durable
+        self.internal = internal
+        self.passive = passive
+        self.arguments = arguments or {}
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__}({self}): auto_delete={self.auto_delete}, "
+            f"durable={self.durable}, arguments={self.arguments!r})>"
+        )
+
+    async def declare(self, timeout: TimeoutType = None) -> spec.Exchange.DeclareOk:
+        """Declare the exchange on the broker."""
+        channel = await self.channel.get_underlay_channel()
+        return await channel.exchange_declare(
+            self.name,
+            exchange_type=self._type,
+            durable=self.durable,
+            auto_delete=self.auto_delete,
+            internal=self.internal,
+            passive=self.passive,
+            arguments=self.arguments,
+            timeout=timeout,
+        )
+
+    async def bind(
+        self,
+        exchange: ExchangeParamType,
+        routing_key: str = "",
+        *,
+        arguments: Arguments = None,
+        timeout: TimeoutType = None,
+    ) -> spec.Exchange.BindOk:
+        """Route messages of ``exchange`` (the source) to this exchange."""
+        channel = await self.channel.get_underlay_channel()
+        return await channel.exchange_bind(  # type: ignore[return-value]
+            destination=self.name,
+            source=get_exchange_name(exchange),
+            routing_key=routing_key,
+            arguments=arguments,
+            timeout=timeout,
+        )
+
+    async def unbind(
+        self,
+        exchange: ExchangeParamType,
+        routing_key: str = "",
+        arguments: Arguments = None,
+        timeout: TimeoutType = None,
+    ) -> spec.Exchange.UnbindOk:
+        """Remove a binding made by :meth:`bind`."""
+        channel = await self.channel.get_underlay_channel()
+        return await channel.exchange_unbind(  # type: ignore[return-value]
+            destination=self.name,
+            source=get_exchange_name(exchange),
+            routing_key=routing_key,
+            arguments=arguments,
+            timeout=timeout,
+        )
+
+    async def publish(
+        self,
+        message: AbstractMessage,
+        routing_key: str,
+        *,
+        mandatory: bool = True,
+        immediate: bool = False,
+        timeout: TimeoutType = None,
+    ) -> Any:
+        """Publish a message through this exchange.
+
+        With publisher confirms (the channel's default) this waits for the
+        broker and returns its Basic.Ack; a mandatory message the broker
+        cannot route comes back as the result (a low-level
+        :class:`~amqpfast.core.DeliveredMessage`), or raises
+        :class:`~amqpfast.exceptions.PublishError` when the channel was
+        opened with ``on_return_raises``. Without confirms it returns None.
+
+        :raises DeliveryError: the broker answered Basic.Nack.
+        :raises ChannelInvalidStateError: the channel is closed.
+        """
+        if self.internal:
+            raise ValueError(f"can not publish to internal exchange {self.name!r}")
+        channel = self.channel.channel_or_raise()
+        return await channel.basic_publish(
+            message.body,
+            exchange=self.name,
+            routing_key=routing_key,
+            properties=message.properties,  # type: ignore[attr-defined]
+            mandatory=mandatory,
+            immediate=immediate,
+            timeout=timeout,
+        )
+
+    async def delete(
+        self, if_unused: bool = False, timeout: TimeoutType = None
+    ) -> spec.Exchange.DeleteOk:
+        """Delete the exchange."""
+        log.info("deleting %r", self)
+        channel = await self.channel.get_underlay_channel()
+        return await channel.exchange_delete(  # type: ignore[return-value]
+            self.name, if_unused=if_unused, timeout=timeout
+        )

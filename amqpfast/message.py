@@ -1,0 +1,519 @@
+"""Messages: :class:`Message` to publish, :class:`IncomingMessage` from the broker."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .abc import (
+    MILLISECONDS,
+    AbstractIncomingMessage,
+    AbstractMessage,
+    AbstractProcessContext,
+    DateType,
+    DeliveryMode,
+    HeadersType,
+    MessageInfo,
+)
+from .codec import BasicProperties
+from .core import Channel as _LowChannel
+from .core import DeliveredMessage
+from .exceptions import ChannelInvalidStateError, MessageProcessError
+
+log = logging.getLogger("amqpfast.message")
+
+__all__ = ["IncomingMessage", "Message", "ProcessContext", "ReturnedMessage"]
+
+_UTC = datetime.UTC
+
+
+def encode_expiration(value: Any) -> str | None:
+    """Expiration (seconds, timedelta or datetime) as AMQP wants it: milliseconds, text."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        now = datetime.datetime.now(tz=value.tzinfo)
+        return str(int((value - now).total_seconds() * MILLISECONDS))
+    if isinstance(value, datetime.timedelta):
+        return str(int(value.total_seconds() * MILLISECONDS))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(int(value * MILLISECONDS))
+    raise ValueError(f"invalid expiration: {value!r}")
+
+
+def decode_expiration(value: str | None) -> float | None:
+    """The expiration property (milliseconds, text) in seconds."""
+    return None if value is None else float(value) / MILLISECONDS
+
+
+def encode_timestamp(value: Any) -> datetime.datetime | None:
+    """A timestamp given as datetime, seconds since the epoch or a delay from now."""
+    if value is None or isinstance(value, datetime.datetime):
+        return value
+    if isinstance(value, datetime.timedelta):
+        return datetime.datetime.now(tz=_UTC) + value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.datetime.fromtimestamp(value, tz=_UTC)
+    raise ValueError(f"invalid timestamp: {value!r}")
+
+
+def _text(value: Any) -> str | None:
+    # aio-pika's rule: a false value is None, anything else its str()
+    return str(value) if value else None
+
+
+class Message(AbstractMessage):
+    """A message to publish.
+
+    :param body: the bytes to send.
+    :param headers: a field table (dict).
+    :param content_type: MIME type of the body.
+    :param content_encoding: MIME encoding of the body.
+    :param delivery_mode: :class:`DeliveryMode` (default NOT_PERSISTENT).
+    :param priority: 0..255 (default 0).
+    :param correlation_id: ties a reply to its request.
+    :param reply_to: where to send a reply.
+    :param expiration: time to live: seconds, a timedelta or a datetime.
+    :param message_id: an id of the application's.
+    :param timestamp: a datetime, seconds since the epoch or a timedelta from now.
+    :param type: the message type name.
+    :param user_id: the publishing user (checked by RabbitMQ).
+    :param app_id: the publishing application.
+    """
+
+    __slots__ = (
+        "_locked",
+        "app_id",
+        "body",
+        "body_size",
+        "content_encoding",
+        "content_type",
+        "correlation_id",
+        "delivery_mode",
+        "expiration",
+        "headers",
+        "message_id",
+        "priority",
+        "reply_to",
+        "timestamp",
+        "type",
+        "user_id",
+    )
+    _locked: bool
+    body: bytes
+    body_size: int
+    headers: HeadersType
+    content_type: str | None
+    content_encoding: str | None
+    delivery_mode: DeliveryMode
+    priority: int
+    correlation_id: str | None
+    reply_to: str | None
+    expiration: DateType
+    message_id: str | None
+    timestamp: datetime.datetime | None
+    type: str | None
+    user_id: str | None
+    app_id: str | None
+
+    def __init__(
+        self,
+        body: bytes,
+        *,
+        headers: HeadersType | None = None,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        delivery_mode: DeliveryMode | int | None = None,
+        priority: int | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        expiration: DateType = None,
+        message_id: str | None = None,
+        timestamp: DateType = None,
+        type: str | None = None,
+        user_id: str | None = None,
+        app_id: str | None = None,
+    ) -> None:
+        # Slots are written through their descriptors: __setattr__ (the lock
+        # check) would cost more than the rest of the constructor.
+        _set_locked(self, False)
+        body = body if isinstance(body, bytes) else bytes(body)
+        _set_body(self, body)
+        _set_body_size(self, len(body))
+        _set_headers(self, headers or {})
+        _set_content_type(self, content_type)
+        _set_content_encoding(self, content_encoding)
+        mode = _DELIVERY_MODES.get(delivery_mode)
+        _set_delivery_mode(
+            self, mode if mode is not None else DeliveryMode(int(delivery_mode or 1))
+        )
+        _set_priority(self, int(priority) if priority else 0)
+        _set_correlation_id(self, str(correlation_id) if correlation_id else None)
+        _set_reply_to(self, str(reply_to) if reply_to else None)
+        _set_expiration(self, expiration)
+        _set_message_id(self, str(message_id) if message_id else None)
+        _set_timestamp(self, encode_timestamp(timestamp) if timestamp is not None else None)
+        _set_type(self, str(type) if type else None)
+        _set_user_id(self, str(user_id) if user_id else None)
+        _set_app_id(self, str(app_id) if app_id else None)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if not key.startswith("_") and self._locked:
+            raise ValueError("Message is locked")
+        object.__setattr__(self, key, value)
+
+    @property
+    def locked(self) -> bool:
+        """Whether the message can no longer be changed."""
+        return self._locked
+
+    def lock(self) -> None:
+        """Refuse changes from now on."""
+        self._locked = True
+
+    @property
+    def properties(self) -> BasicProperties:
+        """The content-header properties this message is sent with."""
+        return BasicProperties(
+            content_type=self.content_type,
+            content_encoding=self.content_encoding,
+            headers=self.headers,
+            delivery_mode=self.delivery_mode,
+            priority=self.priority,
+            correlation_id=self.correlation_id,
+            reply_to=self.reply_to,
+            expiration=encode_expiration(self.expiration),
+            message_id=self.message_id,
+            timestamp=self.timestamp,
+            message_type=self.type,
+            user_id=self.user_id,
+            app_id=self.app_id,
+        )
+
+    def info(self) -> MessageInfo:
+        """The message's properties as a dict."""
+        return MessageInfo(
+            app_id=self.app_id,
+            body_size=self.body_size,
+            cluster_id=None,
+            consumer_tag=None,
+            content_encoding=self.content_encoding,
+            content_type=self.content_type,
+            correlation_id=self.correlation_id,
+            delivery_mode=self.delivery_mode,
+            delivery_tag=None,
+            exchange=None,
+            expiration=self.expiration,
+            headers=self.headers,
+            message_id=self.message_id,
+            priority=self.priority,
+            redelivered=None,
+            reply_to=self.reply_to,
+            routing_key=None,
+            timestamp=self.timestamp,
+            type=str(self.type),
+            user_id=self.user_id,
+        )
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.body)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}:{self.info()!r}"
+
+    def __copy__(self) -> Message:
+        return Message(
+            body=self.body,
+            headers=self.headers,
+            content_type=self.content_type,
+            content_encoding=self.content_encoding,
+            delivery_mode=self.delivery_mode,
+            priority=self.priority,
+            correlation_id=self.correlation_id,
+            reply_to=self.reply_to,
+            expiration=self.expiration,
+            message_id=self.message_id,
+            timestamp=self.timestamp,
+            type=self.type,
+            user_id=self.user_id,
+            app_id=self.app_id,
+        )
+
+
+_DELIVERY_MODES: dict[Any, DeliveryMode] = {
+    None: DeliveryMode.NOT_PERSISTENT,
+    0: DeliveryMode.NOT_PERSISTENT,
+    1: DeliveryMode.NOT_PERSISTENT,
+    2: DeliveryMode.PERSISTENT,
+}
+
+
+def _slot_setter(name: str) -> Callable[[Any, Any], None]:
+    setter: Callable[[Any, Any], None] = Message.__dict__[name].__set__
+    return setter
+
+
+_set_locked = _slot_setter("_locked")
+_set_body = _slot_setter("body")
+_set_body_size = _slot_setter("body_size")
+_set_headers = _slot_setter("headers")
+_set_content_type = _slot_setter("content_type")
+_set_content_encoding = _slot_setter("content_encoding")
+_set_delivery_mode = _slot_setter("delivery_mode")
+_set_priority = _slot_setter("priority")
+_set_correlation_id = _slot_setter("correlation_id")
+_set_reply_to = _slot_setter("reply_to")
+_set_expiration = _slot_setter("expiration")
+_set_message_id = _slot_setter("message_id")
+_set_timestamp = _slot_setter("timestamp")
+_set_type = _slot_setter("type")
+_set_user_id = _slot_setter("user_id")
+_set_app_id = _slot_setter("app_id")
+
+
+def _from_properties(name: str, default: Any = None) -> property:
+    # IncomingMessage reads its properties from the decoded content header
+    # when asked, instead of copying all fourteen for every delivery.
+    def get(self: IncomingMessage) -> Any:
+        value = getattr(self._properties, name)
+        return default if value is None else value
+
+    def set_(self: IncomingMessage, value: Any) -> None:
+        setattr(self._properties, name, value)
+
+    return property(get, set_)
+
+
+class IncomingMessage(Message, AbstractIncomingMessage):
+    """A message from the broker: the properties of :class:`Message`, and acknowledgement.
+
+    :param message: the low-level delivery.
+    :param no_ack: the consumer does not acknowledge (the message is processed already).
+    """
+
+    __slots__ = (
+        "_body",
+        "_channel",
+        "_delivery",
+        "_no_ack",
+        "_processed",
+        "_properties",
+    )
+
+    def __init__(self, message: DeliveredMessage, no_ack: bool = False) -> None:
+        self._locked = False
+        self._channel = message.channel
+        self._delivery = message.delivery
+        self._properties = message.properties
+        self._body = message.body
+        self._no_ack = no_ack
+        self._processed = False
+        if no_ack or not getattr(message.delivery, "delivery_tag", None):
+            self._locked = True
+            self._processed = True
+
+    # the properties, read from the content header
+    content_type = _from_properties("content_type")
+    content_encoding = _from_properties("content_encoding")
+    correlation_id = _from_properties("correlation_id")
+    reply_to = _from_properties("reply_to")
+    message_id = _from_properties("message_id")
+    user_id = _from_properties("user_id")
+    app_id = _from_properties("app_id")
+    cluster_id = _from_properties("cluster_id")
+    priority = _from_properties("priority", 0)
+    timestamp = _from_properties("timestamp")
+    type = _from_properties("message_type")
+
+    @property
+    def body(self) -> bytes:
+        """The message body."""
+        return self._body
+
+    @body.setter
+    def body(self, value: bytes) -> None:
+        self._body = value
+
+    @property
+    def body_size(self) -> int:  # type: ignore[override]
+        """The body's length."""
+        return len(self._body)
+
+    @property
+    def headers(self) -> HeadersType:
+        """The headers table (an empty dict when the message had none)."""
+        headers = self._properties.headers
+        if headers is None:
+            headers = self._properties.headers = {}
+        return headers
+
+    @headers.setter
+    def headers(self, value: HeadersType) -> None:
+        self._properties.headers = value
+
+    @property
+    def delivery_mode(self) -> DeliveryMode:
+        """How the message was published (NOT_PERSISTENT when it did not say)."""
+        return DeliveryMode(self._properties.delivery_mode or DeliveryMode.NOT_PERSISTENT)
+
+    @delivery_mode.setter
+    def delivery_mode(self, value: int) -> None:
+        self._properties.delivery_mode = int(value)
+
+    @property
+    def expiration(self) -> float | None:
+        """The time to live it was published with, in seconds."""
+        return decode_expiration(self._properties.expiration)
+
+    @expiration.setter
+    def expiration(self, value: DateType) -> None:
+        self._properties.expiration = encode_expiration(value)
+
+    # the delivery
+    @property
+    def delivery_tag(self) -> int | None:
+        """The tag to acknowledge with."""
+        return getattr(self._delivery, "delivery_tag", None)
+
+    @property
+    def redelivered(self) -> bool | None:
+        """Whether the broker delivered it before."""
+        return getattr(self._delivery, "redelivered", None)
+
+    @property
+    def exchange(self) -> str | None:
+        """The exchange it was published to."""
+        return getattr(self._delivery, "exchange", None)
+
+    @property
+    def routing_key(self) -> str | None:
+        """The routing key it was published with."""
+        return getattr(self._delivery, "routing_key", None)
+
+    @property
+    def consumer_tag(self) -> str | None:
+        """The consumer it came to (None for Basic.Get)."""
+        return getattr(self._delivery, "consumer_tag", None)
+
+    @property
+    def message_count(self) -> int | None:
+        """Messages left in the queue (Basic.Get only)."""
+        return getattr(self._delivery, "message_count", None)
+
+    @property
+    def channel(self) -> _LowChannel:
+        """The low-level channel it came on.
+
+        :raises ChannelInvalidStateError: that channel is closed.
+        """
+        if self._channel.is_closed:
+            raise ChannelInvalidStateError(f"{self._channel!r} is closed")
+        return self._channel
+
+    @property
+    def processed(self) -> bool:
+        """Whether it was acked, nacked or rejected (or needs no ack)."""
+        return self._processed
+
+    def _settle(self) -> _LowChannel:
+        if self._no_ack:
+            raise TypeError('Can\'t ack a message consumed with "no_ack"')
+        if self._processed:
+            raise MessageProcessError("Message already processed", self)
+        return self.channel
+
+    async def ack(self, multiple: bool = False) -> None:
+        """Acknowledge the message (all up to it with ``multiple``).
+
+        :raises MessageProcessError: it was acked, nacked or rejected already.
+        """
+        self._settle().basic_ack(self.delivery_tag, multiple)  # type: ignore[arg-type]
+        self._processed = self._locked = True
+
+    async def reject(self, requeue: bool = False) -> None:
+        """Reject the message; dropped (or dead-lettered) unless ``requeue``."""
+        self._settle().basic_reject(self.delivery_tag, requeue)  # type: ignore[arg-type]
+        self._processed = self._locked = True
+
+    async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
+        """Reject the message (all up to it with ``multiple``), requeued by default."""
+        self._settle().basic_nack(self.delivery_tag, multiple, requeue)  # type: ignore[arg-type]
+        self._processed = self._locked = True
+
+    def process(
+        self,
+        requeue: bool = False,
+        reject_on_redelivered: bool = False,
+        ignore_processed: bool = False,
+    ) -> ProcessContext:
+        """Ack when the block succeeds, reject when it raises.
+
+        :param requeue: requeue a message rejected for an error.
+        :param reject_on_redelivered: reject (without requeue) a message
+            that failed and had been delivered before.
+        :param ignore_processed: let the block ack or reject by itself.
+        """
+        return ProcessContext(
+            self,
+            requeue=requeue,
+            reject_on_redelivered=reject_on_redelivered,
+            ignore_processed=ignore_processed,
+        )
+
+    def info(self) -> MessageInfo:
+        """The message's properties and delivery as a dict."""
+        info = super().info()
+        info["cluster_id"] = self.cluster_id
+        info["consumer_tag"] = self.consumer_tag
+        info["delivery_tag"] = self.delivery_tag
+        info["exchange"] = self.exchange
+        info["redelivered"] = self.redelivered
+        info["routing_key"] = self.routing_key
+        return info
+
+
+class ReturnedMessage(IncomingMessage):
+    """A mandatory message the broker could not route and sent back."""
+
+    __slots__ = ()
+
+
+class ProcessContext(AbstractProcessContext):
+    """What :meth:`IncomingMessage.process` returns."""
+
+    __slots__ = ("ignore_processed", "message", "reject_on_redelivered", "requeue")
+
+    def __init__(
+        self,
+        message: IncomingMessage,
+        *,
+        requeue: bool,
+        reject_on_redelivered: bool,
+        ignore_processed: bool,
+    ) -> None:
+        self.message = message
+        self.requeue = requeue
+        self.reject_on_redelivered = reject_on_redelivered
+        self.ignore_processed = ignore_processed
+
+    async def __aenter__(self) -> IncomingMessage:
+        return self.message
+
+    async def __aexit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        message = self.message
+        if self.ignore_processed and message.processed:
+            return
+        if exc_type is None:
+            await message.ack()
+            return
+        try:
+            if self.reject_on_redelivered and message.redelivered:
+                log.info("message %r was redelivered and is rejected", message)
+                await message.reject(requeue=False)
+            else:
+                await message.reject(requeue=self.requeue)
+        except ChannelInvalidStateError:
+            # the channel is gone: nothing to reject; the block's error goes on
+            log.warning("reject not sent: the channel is closed")

@@ -1,0 +1,318 @@
+"""Queues: bind, consume with a callback or an async iterator, get, purge, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from pamqp import commands as spec
+
+from .abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractQueueIterator,
+    ConsumerTag,
+    ExchangeParamType,
+    TimeoutType,
+    get_exchange_name,
+)
+from .core import DeliveredMessage
+from .exceptions import QueueEmpty
+from .message import IncomingMessage
+from .tools import CallbackCollection
+
+if TYPE_CHECKING:
+    from .channel import Channel
+
+log = logging.getLogger("amqpfast.queue")
+
+__all__ = ["ConsumerTag", "Queue", "QueueIterator"]
+
+Arguments = dict[str, Any] | None
+Callback = Callable[[IncomingMessage], Awaitable[Any] | Any]
+
+
+class Queue(AbstractQueue):
+    """A queue on a channel (made by :meth:`Channel.declare_queue`)."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        name: str | None,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+        arguments: Arguments,
+        passive: bool = False,
+    ) -> None:
+        self.channel = channel
+        self.name = name or ""
+        self.durable = durable
+        self.exclusive = exclusive
+        self.auto_delete = auto_delete
+        self.arguments = arguments
+        self.passive = passive
+        self.declaration_result: spec.Queue.DeclareOk | None = None
+        self.close_callbacks = CallbackCollection(self)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__}({self}): auto_delete={self.auto_delete}, "
+            f"durable={self.durable}, exclusive={self.exclusive}, "
+            f"arguments={self.arguments!r}>"
+        )
+
+    async def declare(self, timeout: TimeoutType = None) -> spec.Queue.DeclareOk:
+        """Declare the queue; a server-named queue takes the name the broker gave."""
+        channel = await self.channel.get_underlay_channel()
+        result = await channel.queue_declare(
+            self.name,
+            durable=self.durable,
+            exclusive=self.exclusive,
+            auto_delete=self.auto_delete,
+            arguments=self.arguments,
+            passive=self.passive,
+            timeout=timeout,
+        )
+        self.declaration_result = result
+        self.name = result.queue or self.name
+        return result
+
+    async def bind(
+        self,
+        exchange: ExchangeParamType,
+        routing_key: str | None = None,
+        *,
+        arguments: Arguments = None,
+        timeout: TimeoutType = None,
+    ) -> spec.Queue.BindOk:
+        """Bind to an exchange; the routing key defaults to the queue's name."""
+        channel = await self.channel.get_underlay_channel()
+        return await channel.queue_bind(  # type: ignore[return-value]
+            self.name,
+            exchange=get_exchange_name(exchange),
+            routing_key=self.name if routing_key is None else routing_key,
+            arguments=arguments,
+            timeout=timeout,
+        )
+
+    async def unbind(
+        self,
+        exchange: ExchangeParamType,
+        routing_key: str | None = None,
+        arguments: Arguments = None,
+        timeout: TimeoutType = None,
+    ) -> spec.Queue.UnbindOk:
+        """Remove a binding; the routing key defaults to the queue's name."""
+        channel = await self.channel.get_underlay_channel()
+        return await channel.queue_unbind(
+            self.name,
+            exchange=get_exchange_name(exchange),
+            routing_key=self.name if routing_key is None else routing_key,
+            arguments=arguments,
+            timeout=timeout,
+        )
+
+    async def consume(
+        self,
+        callback: Callback,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        arguments: Arguments = None,
+        consumer_tag: ConsumerTag | None = None,
+        timeout: TimeoutType = None,
+    ) -> ConsumerTag:
+        """Start a consumer: ``callback(message)`` for each delivery, in order.
+
+        The callback may be a coroutine function or a plain function; an
+        :class:`IncomingMessage` is acked with ``message.ack()`` (or
+        ``message.process()``) unless ``no_ack``.
+
+        :returns: the consumer tag, for :meth:`cancel`.
+        """
+        channel = await self.channel.get_underlay_channel()
+
+        def on_delivery(delivered: DeliveredMessage) -> Any:
+            return callback(IncomingMessage(delivered, no_ack))
+
+        ok = await channel.basic_consume(
+            self.name,
+            on_delivery,
+            no_ack=no_ack,
+            exclusive=exclusive,
+            arguments=arguments,
+            consumer_tag=consumer_tag,
+            timeout=timeout,
+        )
+        return ok.consumer_tag or ""
+
+    async def cancel(
+        self, consumer_tag: ConsumerTag, timeout: TimeoutType = None, nowait: bool = False
+    ) -> spec.Basic.CancelOk | None:
+        """Stop a consumer started by :meth:`consume`."""
+        channel = await self.channel.get_underlay_channel()
+        return await channel.basic_cancel(consumer_tag, nowait=nowait, timeout=timeout)
+
+    @overload
+    async def get(
+        self, *, no_ack: bool = False, fail: Literal[True] = ..., timeout: TimeoutType = ...
+    ) -> IncomingMessage: ...
+
+    @overload
+    async def get(
+        self, *, no_ack: bool = False, fail: Literal[False] = ..., timeout: TimeoutType = ...
+    ) -> IncomingMessage | None: ...
+
+    async def get(
+        self, *, no_ack: bool = False, fail: bool = True, timeout: TimeoutType = 5
+    ) -> IncomingMessage | None:
+        """Fetch one message.
+
+        :param fail: raise :class:`~amqpfast.exceptions.QueueEmpty` for an
+            empty queue (else return None).
+        """
+        channel = await self.channel.get_underlay_channel()
+        delivered = await channel.basic_get(self.name, no_ack=no_ack, timeout=timeout)
+        if isinstance(delivered.delivery, spec.Basic.GetEmpty):
+            if fail:
+                raise QueueEmpty(f"queue {self.name!r} is empty")
+            return None
+        return IncomingMessage(delivered, no_ack=no_ack)
+
+    async def purge(
+        self, no_wait: bool = False, timeout: TimeoutType = None
+    ) -> spec.Queue.PurgeOk | None:
+        """Drop every ready message."""
+        log.info("purging %r", self)
+        channel = await self.channel.get_underlay_channel()
+        return await channel.queue_purge(self.name, nowait=no_wait, timeout=timeout)
+
+    async def delete(
+        self, *, if_unused: bool = True, if_empty: bool = True, timeout: TimeoutType = None
+    ) -> spec.Queue.DeleteOk:
+        """Delete the queue (by default only when unused and empty)."""
+        log.info("deleting %r", self)
+        channel = await self.channel.get_underlay_channel()
+        return await channel.queue_delete(  # type: ignore[return-value]
+            self.name, if_unused=if_unused, if_empty=if_empty, timeout=timeout
+        )
+
+    def iterator(self, **kwargs: Any) -> QueueIterator:
+        """The queue's messages as an async iterator (see :class:`QueueIterator`).
+
+        Keyword arguments go to :meth:`consume`; ``timeout`` also bounds each
+        wait for a message.
+        """
+        return QueueIterator(self, **kwargs)
+
+    def __aiter__(self) -> QueueIterator:
+        return self.iterator()
+
+
+class QueueIterator(AbstractQueueIterator):
+    """Consume a queue with ``async for``.
+
+    ``async with queue.iterator() as messages: async for message in messages``.
+    Leaving the block cancels the consumer and requeues the messages fetched
+    but not handed out. A ``timeout`` that passes without a message closes
+    the iterator and raises TimeoutError; a closed channel ends the iteration.
+    """
+
+    DEFAULT_CLOSE_TIMEOUT = 5
+
+    def __init__(self, queue: Queue, **kwargs: Any) -> None:
+        self._amqp_queue = queue
+        self._consume_kwargs = kwargs
+        self._timeout: float | None = kwargs.get("timeout")
+        self._buffer: deque[IncomingMessage] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._consumer_tag: ConsumerTag | None = None
+        self._closed = False
+        queue.close_callbacks.add(self._on_queue_closed)
+
+    @property
+    def consumer_tag(self) -> ConsumerTag | None:
+        """The consumer's tag once it started."""
+        return self._consumer_tag
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__}: queue={self._amqp_queue.name!r} ctag={self._consumer_tag!r}>"
+        )
+
+    def _on_message(self, message: IncomingMessage) -> None:
+        # a plain callback: no task per message
+        self._buffer.append(message)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_queue_closed(self, _queue: Any, _error: BaseException | None = None) -> None:
+        self._closed = True
+        self._wake()
+
+    async def consume(self) -> None:
+        """Start the consumer (done by the first iteration or ``async with``)."""
+        self._consumer_tag = await self._amqp_queue.consume(
+            self._on_message, **self._consume_kwargs
+        )
+
+    async def close(self) -> None:
+        """Cancel the consumer and requeue the messages not handed out."""
+        if self._closed and self._consumer_tag is None:
+            return
+        self._closed = True
+        self._wake()
+        consumer_tag, self._consumer_tag = self._consumer_tag, None
+        self._amqp_queue.close_callbacks.discard(self._on_queue_closed)
+        channel = self._amqp_queue.channel
+        if consumer_tag is None or channel.is_closed:
+            self._buffer.clear()
+            return
+        await self._amqp_queue.cancel(consumer_tag)
+        no_ack = self._consume_kwargs.get("no_ack", False)
+        while self._buffer:
+            message = self._buffer.popleft()
+            if no_ack:
+                log.warning("message %r lost: the iterator consumed with no_ack", message)
+            else:
+                await message.nack(requeue=True)
+
+    def __aiter__(self) -> QueueIterator:
+        return self
+
+    async def __aenter__(self) -> QueueIterator:
+        if self._consumer_tag is None and not self._closed:
+            await self.consume()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    async def __anext__(self) -> AbstractIncomingMessage:
+        if self._consumer_tag is None and not self._closed:
+            await self.consume()
+        while not self._buffer:
+            if self._closed or self._amqp_queue.channel.is_closed:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                if self._timeout is None:
+                    await self._waiter
+                else:
+                    await asyncio.wait_for(self._waiter, self._timeout)
+            except TimeoutError:
+                await asyncio.wait_for(self.close(), self.DEFAULT_CLOSE_TIMEOUT)
+                raise
+            finally:
+                self._waiter = None
+        return self._buffer.popleft()
