@@ -39,7 +39,9 @@ __all__ = [
     "EncodeError",
     "HeartbeatTimeout",
     "IncompatibleProtocolError",
+    "CONNECTION_EXCEPTIONS",
     "InvalidFrameError",
+    "MethodNotImplemented",
     "MessageProcessError",
     "ProbableAuthenticationError",
     "ProtocolError",
@@ -308,3 +310,17 @@ class MessageProcessError(AMQPError):
 
 class QueueEmpty(AMQPError, asyncio.QueueEmpty):
     """Queue.get found no message (and was asked to fail)."""
+
+
+class MethodNotImplemented(AMQPError):
+    """The broker does not implement the method asked for."""
+
+
+# What a failed connection attempt can raise: robust reconnection retries on these.
+CONNECTION_EXCEPTIONS = (
+    AMQPError,
+    ConnectionError,
+    OSError,
+    RuntimeError,
+    StopAsyncIteration,
+)

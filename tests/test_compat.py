@@ -1,0 +1,98 @@
+"""aio-pika programs on amqpfast: the compat alias, and one program run on both."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROGRAM = Path(__file__).resolve().parent / "programs" / "aio_pika_program.py"
+
+
+def run(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *arguments], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_install_makes_aio_pika_amqpfast():
+    done = run(
+        "-c",
+        "import amqpfast, amqpfast.compat; amqpfast.compat.install();"
+        "import aio_pika, aio_pika.abc, aio_pika.exceptions, aio_pika.message;"
+        "from aio_pika import Message, connect, ExchangeType, DeliveryMode;"
+        "assert aio_pika is amqpfast and aio_pika.abc is amqpfast.abc;"
+        "assert aio_pika.exceptions.QueueEmpty is amqpfast.exceptions.QueueEmpty;"
+        "assert Message is amqpfast.Message; print('ok')",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_install_refuses_after_the_real_aio_pika_was_imported():
+    done = run("-c", "import aio_pika, amqpfast.compat; amqpfast.compat.install()")
+    assert done.returncode != 0
+    assert "imported already" in done.stderr
+
+
+def test_nothing_is_claimed_by_default():
+    done = run("-c", "import amqpfast, sys; print('aio_pika' in sys.modules)")
+    assert done.stdout.strip() == "False"
+
+
+@pytest.mark.broker
+def test_an_aio_pika_program_gives_the_same_output_on_amqpfast(amqp_url, unique):
+    on_aio_pika = run(str(PROGRAM), amqp_url, f"{unique}-a")
+    on_amqpfast = run(str(PROGRAM), amqp_url, f"{unique}-b", "amqpfast")
+
+    assert on_aio_pika.returncode == 0, on_aio_pika.stderr
+    assert on_amqpfast.returncode == 0, on_amqpfast.stderr
+    # the queue names differ by prefix; everything else must be the same
+    assert on_amqpfast.stdout.replace(f"{unique}-b", "Q") == on_aio_pika.stdout.replace(
+        f"{unique}-a", "Q"
+    )
+    assert on_amqpfast.stdout.splitlines()[0] == (
+        "iterated [('order 0', 0), ('order 1', 1), ('order 2', 2)]"
+    )
+
+
+async def test_instrumentation_can_wrap_publish_and_consume(monkeypatch, amqp_url):
+    # Instrumentation libraries (OpenTelemetry's) replace these on the classes.
+    import asyncio
+
+    import amqpfast
+
+    calls: list[str] = []
+    original_publish = amqpfast.Exchange.publish
+    original_consume = amqpfast.Queue.consume
+
+    async def publish(self, message, routing_key, **kwargs):
+        calls.append(f"publish {message.body.decode()}")
+        return await original_publish(self, message, routing_key, **kwargs)
+
+    async def consume(self, callback, *args, **kwargs):
+        async def traced(message):
+            calls.append(f"deliver {message.body.decode()}")
+            return await callback(message)
+
+        calls.append("consume")
+        return await original_consume(self, traced, *args, **kwargs)
+
+    monkeypatch.setattr(amqpfast.Exchange, "publish", publish)
+    monkeypatch.setattr(amqpfast.Queue, "consume", consume)
+    async with await amqpfast.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True)
+        got = asyncio.Event()
+
+        async def on_message(message):
+            await message.ack()
+            got.set()
+
+        await queue.consume(on_message)
+        await channel.default_exchange.publish(amqpfast.Message(b"hi"), routing_key=queue.name)
+        await asyncio.wait_for(got.wait(), 10)
+
+    assert calls == ["consume", "publish hi", "deliver hi"]
