@@ -143,18 +143,26 @@ def make_url(
     client_properties: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> URL:
-    """The URL :func:`connect` uses: ``url`` as given, else one built from the parts."""
+    """The URL :func:`connect` uses: ``url``, else one built from the parts.
+
+    ``ssl_options`` and further keyword arguments become query options (a
+    bool as 0 or 1), added to ``url`` when it is given.
+    """
+    options: dict[str, Any] = {**kwargs, **(ssl_options or {})}
+    query = {
+        key: int(value) if isinstance(value, bool) else value
+        for key, value in options.items()
+        if value is not None
+    }
     if url is not None:
-        return URL(url)
-    query: dict[str, Any] = {key: str(value) for key, value in (ssl_options or {}).items()}
-    query.update({key: str(value) for key, value in kwargs.items()})
+        return URL(url).update_query(query)
     return URL.build(
         scheme="amqps" if ssl else "amqp",
         host=host,
         port=port,
         user=login,
         password=password,
-        path="/" + virtualhost.lstrip("/") if virtualhost != "/" else "/",
+        path="/" + virtualhost,
         query=query,
     )
 

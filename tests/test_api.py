@@ -403,3 +403,31 @@ async def test_qos_and_flow(chan: Channel):
 async def test_update_secret(conn: Connection):
     await conn.update_secret("guest", reason="rotation", timeout=10)
     assert not conn.is_closed
+
+
+def test_make_url_builds_or_extends():
+    from amqpfast.connection import make_url
+
+    assert str(make_url()) == "amqp://guest:guest@localhost:5672//"
+    built = make_url(host="h", port=1, virtualhost="vh", heartbeat=5, ssl_options={"cafile": "/a"})
+    assert str(built) == "amqp://guest:guest@h:1/vh?heartbeat=5&cafile=/a"
+    extended = make_url("amqp://h/v", name="n", fail_fast=False, heartbeat=None)
+    assert str(extended) == "amqp://h/v?name=n&fail_fast=0"
+
+
+async def test_logs_and_errors_never_show_the_password(amqp_url, caplog):
+    import logging
+
+    secret = "n0t-the-password"
+    bad = amqp_url.replace("guest:guest@", f"guest:{secret}@")
+    with caplog.at_level(logging.DEBUG, logger="amqpfast"):
+        with pytest.raises(Exception) as caught:
+            await amqpfast.connect(bad, timeout=10)
+        connection = await amqpfast.connect(amqp_url)
+        await connection.close()
+
+    assert secret not in str(caught.value) and secret not in repr(caught.value)
+    for record in caplog.records:
+        assert secret not in record.getMessage()
+        assert "guest:guest@" not in record.getMessage()
+    assert any("connected to" in record.getMessage() for record in caplog.records)
