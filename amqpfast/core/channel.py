@@ -7,7 +7,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from pamqp import commands as spec
 
@@ -29,6 +29,7 @@ log = logging.getLogger("amqpfast.core")
 
 __all__ = ["Channel", "ConsumerCallback", "ReturnCallback"]
 
+_Reply = TypeVar("_Reply")
 ConsumerCallback = Callable[[DeliveredMessage], Any]
 ReturnCallback = Callable[[DeliveredMessage], Any]
 Arguments = dict[str, Any] | None
@@ -153,6 +154,16 @@ class Channel:
     def _send_async(self, method: Any) -> None:
         self._check_open()
         self.connection._send_method(self.number, method)
+
+    async def _request(
+        self, method: Any, reply: type[_Reply], nowait: bool, timeout: float | None
+    ) -> _Reply | None:
+        """A synchronous method, or with ``nowait`` one sent without waiting (None)."""
+        if nowait:
+            self._send_async(method)
+            return None
+        result: _Reply = await self._call(method, (reply,), timeout)
+        return result
 
     def _resolve(self, method: Any) -> bool:
         pending = self._pending
@@ -333,10 +344,7 @@ class Channel:
             nowait=nowait,
             arguments=arguments,
         )
-        if nowait:
-            self._send_async(method)
-            return None
-        return await self._call(method, (spec.Exchange.DeclareOk,), timeout)  # type: ignore[no-any-return]
+        return await self._request(method, spec.Exchange.DeclareOk, nowait, timeout)
 
     async def exchange_delete(
         self,
@@ -347,10 +355,7 @@ class Channel:
     ) -> spec.Exchange.DeleteOk | None:
         """Delete an exchange."""
         method = spec.Exchange.Delete(exchange=exchange, if_unused=if_unused, nowait=nowait)
-        if nowait:
-            self._send_async(method)
-            return None
-        return await self._call(method, (spec.Exchange.DeleteOk,), timeout)  # type: ignore[no-any-return]
+        return await self._request(method, spec.Exchange.DeleteOk, nowait, timeout)
 
     async def exchange_bind(
         self,
@@ -369,10 +374,7 @@ class Channel:
             nowait=nowait,
             arguments=arguments,
         )
-        if nowait:
-            self._send_async(method)
-            return None
-        return await self._call(method, (spec.Exchange.BindOk,), timeout)  # type: ignore[no-any-return]
+        return await self._request(method, spec.Exchange.BindOk, nowait, timeout)
 
     async def exchange_unbind(
         self,
@@ -391,10 +393,7 @@ class Channel:
             nowait=nowait,
             arguments=arguments,
         )
-        if nowait:
-            self._send_async(method)
-            return None
-        return await self._call(method, (spec.Exchange.UnbindOk,), timeout)  # type: ignore[no-any-return]
+        return await self._request(method, spec.Exchange.UnbindOk, nowait, timeout)
 
     # ------------------------------------------------------------ queues
 
@@ -446,10 +445,7 @@ class Channel:
             nowait=nowait,
             arguments=arguments,
         )
-        if nowait:
-            self._send_async(method)
-            return None
-        return await self._call(method, (spec.Queue.DeclareOk,), timeout)  # type: ignore[no-any-return]
+        return await self._request(method, spec.Queue.DeclareOk, nowait, timeout)
 
     async def queue_bind(
         self,
@@ -468,10 +464,7 @@ class Channel:
             nowait=nowait,
             arguments=arguments,
         )
-        if nowait:
-            self._send_async(method)
-            return None
-        return await self._call(method, (spec.Queue.BindOk,), timeout)  # type: ignore[no-any-return]
+        return await self._request(method, spec.Queue.BindOk, nowait, timeout)
 
     async def queue_unbind(
         self,
@@ -492,10 +485,7 @@ class Channel:
     ) -> spec.Queue.PurgeOk | None:
         """Remove all ready messages from a queue."""
         method = spec.Queue.Purge(queue=queue, nowait=nowait)
-        if nowait:
-            self._send_async(method)
-            return None
-        return await self._call(method, (spec.Queue.PurgeOk,), timeout)  # type: ignore[no-any-return]
+        return await self._request(method, spec.Queue.PurgeOk, nowait, timeout)
 
     async def queue_delete(
         self,
@@ -509,10 +499,7 @@ class Channel:
         method = spec.Queue.Delete(
             queue=queue, if_unused=if_unused, if_empty=if_empty, nowait=nowait
         )
-        if nowait:
-            self._send_async(method)
-            return None
-        return await self._call(method, (spec.Queue.DeleteOk,), timeout)  # type: ignore[no-any-return]
+        return await self._request(method, spec.Queue.DeleteOk, nowait, timeout)
 
     # ------------------------------------------------------------ basic
 
