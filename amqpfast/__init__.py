@@ -3,7 +3,7 @@
 The names are aio-pika's: ``import amqpfast as aio_pika`` runs aio-pika code.
 """
 
-from . import abc
+from . import abc, patterns, pool
 from ._version import __version__
 from .abc import DeliveryMode, ExchangeType
 from .channel import Channel
@@ -31,4 +31,6 @@ __all__ = [
     "__version__",
     "abc",
     "connect",
+    "patterns",
+    "pool",
 ]

@@ -32,16 +32,11 @@ from typing import Any, ClassVar
 import aio_pika
 import aiormq
 import uvloop
+from fake_broker import ACKS_QUEUE, CONTENT_TYPE, SINK_QUEUE, FakeBroker, delivery_queue
 from pamqp import commands as spec
 
 import amqpfast.core as amqpfast
 from amqpfast.codec import IMPLEMENTATION, BasicProperties
-
-try:  # run as a script: this folder is on sys.path, the source tree may not be
-    from fake_broker import ACKS_QUEUE, CONTENT_TYPE, SINK_QUEUE, FakeBroker, delivery_queue
-except ImportError:  # pragma: no cover
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from fake_broker import ACKS_QUEUE, CONTENT_TYPE, SINK_QUEUE, FakeBroker, delivery_queue
 
 CONSUMER_TAG = "bench.consumer"
 QUEUE_PREFIX = "amqpfast-bench"
@@ -62,6 +57,7 @@ class Settings:
     messages: int = _env_int("AMQPFAST_BENCH_MESSAGES", 20_000)
     gets: int = _env_int("AMQPFAST_BENCH_GETS", 2_000)
     calls: int = _env_int("AMQPFAST_BENCH_CALLS", 2_000)
+    rounds: int = _env_int("AMQPFAST_BENCH_ROUNDS", 3)
     window: int = 1_000  # publishes in flight with confirms
     prefetch: int = 1_000
     body_size: int = 64
@@ -116,7 +112,7 @@ class _Tally:
     def __init__(self) -> None:
         self.count = 0
         self.size = 0
-        self.last_tag = 0
+        self.last_tag: int | None = 0
 
 
 # ------------------------------------------------------------ the clients
@@ -195,10 +191,10 @@ class AmqpfastClient(Client):
         await channel.basic_qos(prefetch_count=prefetch)
 
     async def message_count(self, channel: Any, queue: str) -> int:
-        return (await channel.queue_declare(queue, passive=True)).message_count
+        return int((await channel.queue_declare(queue, passive=True)).message_count)
 
     async def exclusive_queue(self, channel: Any) -> str:
-        return (await channel.queue_declare("", exclusive=True)).queue
+        return str((await channel.queue_declare("", exclusive=True)).queue)
 
     async def publish(self, channel: Any, queue: str, body: bytes, count: int) -> int:
         for _ in range(count):
@@ -298,10 +294,10 @@ class AiormqClient(Client):
         await channel.basic_qos(prefetch_count=prefetch)
 
     async def message_count(self, channel: Any, queue: str) -> int:
-        return (await channel.queue_declare(queue, passive=True)).message_count
+        return int((await channel.queue_declare(queue, passive=True)).message_count)
 
     async def exclusive_queue(self, channel: Any) -> str:
-        return (await channel.queue_declare("", exclusive=True)).queue
+        return str((await channel.queue_declare("", exclusive=True)).queue)
 
     async def publish(self, channel: Any, queue: str, body: bytes, count: int) -> int:
         for _ in range(count):
@@ -328,10 +324,10 @@ class AiormqClient(Client):
 
         async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
             if ack:
-                await channel.basic_ack(message.delivery.delivery_tag)
+                await channel.basic_ack(message.delivery.delivery_tag)  # type: ignore[union-attr]
             tally.count += 1
             tally.size += len(message.body)
-            tally.last_tag = message.delivery.delivery_tag
+            tally.last_tag = message.delivery.delivery_tag  # type: ignore[union-attr]
             if tally.count == count:
                 done.set_result(None)
 
@@ -363,7 +359,7 @@ class AiormqClient(Client):
         waiting = self.waiting
 
         async def on_reply(message: aiormq.abc.DeliveredMessage) -> None:
-            future = waiting.pop(message.header.properties.correlation_id, None)
+            future = waiting.pop(message.header.properties.correlation_id or "", None)
             if future is not None:
                 future.set_result(message.body)
 
@@ -404,10 +400,10 @@ class AioPikaClient(Client):
 
     async def message_count(self, channel: Any, queue: str) -> int:
         declared = await channel.declare_queue(queue, passive=True)
-        return declared.declaration_result.message_count
+        return int(declared.declaration_result.message_count)
 
     async def exclusive_queue(self, channel: Any) -> str:
-        return (await channel.declare_queue(exclusive=True)).name
+        return str((await channel.declare_queue(exclusive=True)).name)
 
     async def publish(self, channel: Any, queue: str, body: bytes, count: int) -> int:
         exchange = channel.default_exchange
@@ -474,7 +470,7 @@ class AioPikaClient(Client):
         waiting = self.waiting
 
         async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            future = waiting.pop(message.correlation_id, None)
+            future = waiting.pop(message.correlation_id or "", None)
             if future is not None:
                 future.set_result(message.body)
 
@@ -565,7 +561,6 @@ class Scenario:
 
     name: ClassVar[str]
     fake: ClassVar[bool] = False
-    unit: ClassVar[str] = "msg"
 
     def __init__(self, client: type[Client], settings: Settings, url: str) -> None:
         self.client = client()
@@ -722,7 +717,6 @@ class Rpc(Scenario):
     """Sequential request/reply; both ends are the client under test, in this process."""
 
     name = "rpc"
-    unit = "call"
 
     @property
     def expected(self) -> int:
@@ -797,27 +791,70 @@ def fake_broker(settings: Settings) -> FakeBroker:
     return FakeBroker(settings.body, warm)
 
 
-Timer = Callable[[Callable[[], Measurement]], Measurement]
+class Rounds:
+    """One scenario for one client, round after round, each on a fresh loop.
 
-
-def run_case(
-    scenario: str, client: str, loop: str, settings: Settings, url: str, timed: Timer | None = None
-) -> Measurement:
-    """Run one scenario for one client on a fresh loop of the named kind.
-
-    :param timed: runs the measured phase (pytest-benchmark's pedantic); by default it is called.
+    Every round has its own connections and queues. pytest-benchmark drives it
+    as pedantic's setup, target and teardown; :meth:`run` does the same without.
     """
-    case = SCENARIOS[scenario](CLIENTS[client], settings, url)
-    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+
+    def __init__(self, scenario: str, client: str, loop: str, settings: Settings, url: str):
+        self.scenario = SCENARIOS[scenario]
+        self.client = CLIENTS[client]
+        self.loop = LOOPS[loop]
+        self.settings = settings
+        self.url = url
+        self.measurements: list[Measurement] = []
+        self._runner: asyncio.Runner | None = None
+        self._case: Scenario | None = None
+        self._measured: Measurement | None = None
+
+    def setup(self) -> None:
+        self.teardown()
+        self._runner = asyncio.Runner(loop_factory=self.loop)
+        self._case = self.scenario(self.client, self.settings, self.url)
         try:
-            runner.run(case.setup())
-            gc.collect()  # garbage of the setup is not the phase's to collect
-            measure = lambda: runner.run(case.measure())  # noqa: E731
-            measurement = timed(measure) if timed is not None else measure()
-            runner.run(case.verify(measurement))
+            self._runner.run(self._case.setup())
+        except BaseException:
+            self.teardown()
+            raise
+        gc.collect()  # the setup's garbage is not the measured phase's to collect
+
+    def measure(self) -> Measurement:
+        assert self._runner is not None and self._case is not None, "setup() first"
+        self._measured = self._runner.run(self._case.measure())
+        return self._measured
+
+    def teardown(self) -> None:
+        """Check the round that ran, then close what it opened (once)."""
+        runner, case, measured = self._runner, self._case, self._measured
+        self._runner = self._case = self._measured = None
+        if runner is None or case is None:
+            return
+        try:
+            if measured is not None:
+                runner.run(case.verify(measured))
+                self.measurements.append(measured)
         finally:
-            runner.run(case.teardown())
-    return measurement
+            try:
+                runner.run(case.teardown())
+            finally:
+                runner.close()
+
+    def run(self, rounds: int) -> Measurement:
+        for _ in range(rounds):
+            self.setup()
+            try:
+                self.measure()
+            finally:
+                self.teardown()
+        return self.result
+
+    @property
+    def result(self) -> Measurement:
+        """The median round by CPU per message: one slow or lucky round does not decide."""
+        ranked = sorted(self.measurements, key=lambda measured: measured.cpu_us)
+        return ranked[(len(ranked) - 1) // 2]
 
 
 # ------------------------------------------------------------ the table
@@ -864,6 +901,7 @@ def table(results: Results, settings: Settings) -> list[str]:
     lines.append(
         f"{settings.messages} messages of {settings.body_size} B per scenario "
         f"({settings.gets} for basic_get, {settings.calls} round trips for rpc, µs per call); "
+        f"median of {settings.rounds} rounds by CPU; "
         f"CPU = user+sys of this process (getrusage); codec {IMPLEMENTATION}; "
         f"Python {sys.version.split()[0]}; aiormq {version('aiormq')}, "
         f"aio-pika {version('aio-pika')}, uvloop {version('uvloop')}"
@@ -908,7 +946,7 @@ def main(argv: list[str] | None = None) -> int:
             for scenario in scenarios:
                 url = broker.url if SCENARIOS[scenario].fake else settings.url
                 for client in options.client or list(CLIENTS):
-                    measured = run_case(scenario, client, loop, settings, url)
+                    measured = Rounds(scenario, client, loop, settings, url).run(settings.rounds)
                     results[(scenario, loop, client)] = measured
                     print(
                         f"{scenario:<21} {loop:<7} {client:<8} {_cell(measured)}",

@@ -46,7 +46,7 @@ ACKS_QUEUE = "fake.acks"
 FRAME_MAX = 131072
 CONTENT_TYPE = "application/octet-stream"
 
-_SERVER_PROPERTIES = {
+_SERVER_PROPERTIES: dict[str, Any] = {
     "product": "fake broker",
     "version": "0",
     "capabilities": {

@@ -1,10 +1,11 @@
 """Client benchmarks: amqpfast's low-level API, aiormq and aio-pika side by side.
 
-Every scenario runs for every client on asyncio's own loop and on uvloop, once
-(a round moves tens of thousands of messages). pytest-benchmark times the
-measured phase; the table printed at the end of the run gives what matters
-more: the client's CPU per message and the ratios to amqpfast. See
-client_runners.py for the scenarios and CLIENTS.md for a recorded run.
+Every scenario runs for every client on asyncio's own loop and on uvloop, a
+few rounds each (AMQPFAST_BENCH_ROUNDS, default 3; a round moves tens of
+thousands of messages). pytest-benchmark times the measured phase; the table
+printed at the end of the run gives what matters more: the client's CPU per
+message (median round) and the ratios to amqpfast. See client_runners.py for
+the scenarios and CLIENTS.md for a recorded run.
 
 .venv/bin/python -m pytest benchmarks/test_client_bench.py
 """
@@ -21,11 +22,10 @@ from client_runners import (
     CLIENTS,
     LOOPS,
     SCENARIOS,
-    Measurement,
     Results,
+    Rounds,
     Settings,
     fake_broker,
-    run_case,
     table,
 )
 
@@ -89,16 +89,20 @@ def test_client(
     fake = SCENARIOS[scenario].fake
     url = request.getfixturevalue("fake_url" if fake else "broker_url")
     benchmark.group = f"{scenario} on {loop}"
-
-    def timed(measure: Any) -> Measurement:
-        return benchmark.pedantic(measure, rounds=1, iterations=1)
-
-    measured = run_case(scenario, client, loop, SETTINGS, url, timed)
+    rounds = Rounds(scenario, client, loop, SETTINGS, url)
+    try:
+        benchmark.pedantic(
+            rounds.measure, setup=rounds.setup, teardown=rounds.teardown, rounds=SETTINGS.rounds
+        )
+    finally:
+        rounds.teardown()  # pedantic skips it when benchmarking is disabled
+    measured = rounds.result
     client_results[(scenario, loop, client)] = measured
     benchmark.extra_info.update(
         messages=measured.messages,
         messages_per_second=round(measured.rate),
         cpu_us_per_message=round(measured.cpu_us, 3),
+        cpu_us_per_message_rounds=[round(m.cpu_us, 3) for m in rounds.measurements],
         cpu_seconds=measured.cpu,
         wall_seconds=measured.wall,
     )

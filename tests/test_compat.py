@@ -22,6 +22,8 @@ def test_install_makes_aio_pika_amqpfast():
         "-c",
         "import amqpfast, amqpfast.compat; amqpfast.compat.install();"
         "import aio_pika, aio_pika.abc, aio_pika.exceptions, aio_pika.message;"
+        "from aio_pika.patterns.rpc import RPC; from aio_pika.pool import Pool;"
+        "assert RPC is amqpfast.patterns.RPC and Pool is amqpfast.pool.Pool;"
         "from aio_pika import Message, connect, ExchangeType, DeliveryMode;"
         "assert aio_pika is amqpfast and aio_pika.abc is amqpfast.abc;"
         "assert aio_pika.exceptions.QueueEmpty is amqpfast.exceptions.QueueEmpty;"

@@ -6,8 +6,8 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from pamqp import commands as spec
 
@@ -44,12 +44,11 @@ class _Done:
 
     __slots__ = ()
 
-    def __await__(self) -> Generator[Any, None, None]:
-        return
-        yield  # a generator that yields nothing
+    def __await__(self) -> Iterator[Any]:
+        return iter(())  # finishes at once; cheaper than a generator
 
 
-_DONE = _Done()
+_DONE = cast(Awaitable[None], _Done())
 
 
 class _Pending:
@@ -580,7 +579,8 @@ class Channel:
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> Awaitable[None]:
         """Acknowledge a delivery (sent with the next write; awaiting is optional)."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         self._writer.ack(self.number, delivery_tag, multiple)
         self.connection._schedule_flush()
         return _DONE
@@ -589,14 +589,16 @@ class Channel:
         self, delivery_tag: int, multiple: bool = False, requeue: bool = True
     ) -> Awaitable[None]:
         """Reject one or more deliveries, requeued by default."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         self._writer.nack(self.number, delivery_tag, multiple, requeue)
         self.connection._schedule_flush()
         return _DONE
 
     def basic_reject(self, delivery_tag: int, requeue: bool = True) -> Awaitable[None]:
         """Reject one delivery, requeued by default."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         self._writer.reject(self.number, delivery_tag, requeue)
         self.connection._schedule_flush()
         return _DONE

@@ -112,6 +112,7 @@ class Connection:
         self._protocol: AMQPProtocol | None = None
         self._writer = FrameWriter()
         self._flush_scheduled = False
+        self._dispatching = False
         self._sent = False
         self._channels: dict[int, Channel] = {}
         self._waiter: asyncio.Future[Any] | None = None
@@ -341,10 +342,11 @@ class Connection:
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
-        # One write per loop turn for whatever the callbacks queued.
+        # One write per loop turn for whatever the callbacks queued; during
+        # the dispatch of a read, _on_events writes at its end anyway.
         if len(self._writer) >= FLUSH_THRESHOLD:
             self._flush()
-        elif not self._flush_scheduled:
+        elif not self._flush_scheduled and not self._dispatching:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
@@ -370,6 +372,15 @@ class Connection:
     # ------------------------------------------------------------ reading
 
     def _on_events(self, events: list[Any]) -> None:
+        self._dispatching = True
+        try:
+            self._dispatch(events)
+        finally:
+            self._dispatching = False
+        if self._writer:
+            self._flush()
+
+    def _dispatch(self, events: list[Any]) -> None:
         channels = self._channels
         for event in events:
             kind = type(event)
@@ -391,8 +402,6 @@ class Connection:
                     )
                 )
                 return
-        if self._writer:
-            self._flush()
 
     def _on_connection_method(self, method: Any) -> None:
         waiter = self._waiter
