@@ -12,6 +12,10 @@ from .exceptions import AMQPError, AMQPException, EncodeError, MessageProcessErr
 from .exchange import Exchange
 from .message import IncomingMessage, Message
 from .queue import Queue, QueueIterator
+from .robust_channel import RobustChannel
+from .robust_connection import RobustConnection, connect_robust
+from .robust_exchange import RobustExchange
+from .robust_queue import RobustQueue
 
 __all__ = [
     "AMQPError",
@@ -28,9 +32,14 @@ __all__ = [
     "ProtocolError",
     "Queue",
     "QueueIterator",
+    "RobustChannel",
+    "RobustConnection",
+    "RobustExchange",
+    "RobustQueue",
     "__version__",
     "abc",
     "connect",
+    "connect_robust",
     "patterns",
     "pool",
 ]

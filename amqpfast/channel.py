@@ -87,6 +87,11 @@ class Channel(AbstractChannel):
         return channel is None or channel.is_closed or self._closed.done()
 
     @property
+    def _gone(self) -> bool:
+        # closed for good (a robust channel comes back after a reconnect)
+        return self.is_closed
+
+    @property
     def number(self) -> int | None:
         """The channel number."""
         return self._channel.number if self._channel is not None else self._channel_number

@@ -29,6 +29,10 @@ SUBMODULES = (
     "patterns.rpc",
     "pool",
     "queue",
+    "robust_channel",
+    "robust_connection",
+    "robust_exchange",
+    "robust_queue",
     "tools",
     "transaction",
 )

@@ -302,7 +302,7 @@ class QueueIterator(AbstractQueueIterator):
         if self._consumer_tag is None and not self._closed:
             await self.consume()
         while not self._buffer:
-            if self._closed or self._amqp_queue.channel.is_closed:
+            if self._closed or self._amqp_queue.channel._gone:
                 raise StopAsyncIteration
             self._waiter = asyncio.get_running_loop().create_future()
             try:

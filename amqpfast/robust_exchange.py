@@ -1,0 +1,59 @@
+"""An exchange that is declared again, with its bindings, after a reconnect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pamqp import commands as spec
+
+from .abc import ExchangeParamType, TimeoutType, get_exchange_name
+from .exchange import Exchange
+
+__all__ = ["RobustExchange"]
+
+Arguments = dict[str, Any] | None
+
+
+class RobustExchange(Exchange):
+    """An :class:`Exchange` that remembers its exchange-to-exchange bindings."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # (source exchange name, routing key) -> arguments
+        self._bindings: dict[tuple[str, str], Arguments] = {}
+
+    async def bind(
+        self,
+        exchange: ExchangeParamType,
+        routing_key: str = "",
+        *,
+        arguments: Arguments = None,
+        timeout: TimeoutType = None,
+        robust: bool = True,
+    ) -> spec.Exchange.BindOk:
+        """Bind to a source exchange; ``robust``: bind again after a reconnect."""
+        result = await super().bind(exchange, routing_key, arguments=arguments, timeout=timeout)
+        if robust:
+            self._bindings[(get_exchange_name(exchange), routing_key)] = arguments
+        return result
+
+    async def unbind(
+        self,
+        exchange: ExchangeParamType,
+        routing_key: str = "",
+        arguments: Arguments = None,
+        timeout: TimeoutType = None,
+    ) -> spec.Exchange.UnbindOk:
+        """Remove a binding, for good."""
+        result = await super().unbind(exchange, routing_key, arguments, timeout)
+        self._bindings.pop((get_exchange_name(exchange), routing_key), None)
+        return result
+
+    async def restore_declaration(self) -> None:
+        """Declare the exchange again (first step of a restore)."""
+        await self.declare()
+
+    async def restore_bindings(self) -> None:
+        """Bind again to the source exchanges (after every exchange is declared)."""
+        for (source, routing_key), arguments in tuple(self._bindings.items()):
+            await super().bind(source, routing_key, arguments=arguments)
