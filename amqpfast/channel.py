@@ -128,7 +128,7 @@ class Channel(AbstractChannel):
         )
         self._channel = channel
         channel.on_return_callbacks.append(self._on_return)
-        channel.closing.add_done_callback(self._on_low_level_closed)
+        channel._closing.add_done_callback(self._on_low_level_closed)
         if self._closed.done():
             self._closed = asyncio.get_running_loop().create_future()
 

@@ -74,7 +74,7 @@ class Connection(AbstractConnection):
     async def connect(self, timeout: TimeoutType = None) -> None:
         """Open the connection (TCP or TLS, then the AMQP handshake)."""
         await self.transport.connect(timeout)
-        self.transport.closing.add_done_callback(self._on_transport_closed)
+        self.transport._closing.add_done_callback(self._on_transport_closed)
         self.connected.set()
 
     def _on_transport_closed(self, closing: asyncio.Future[None]) -> None:

@@ -80,7 +80,7 @@ class RobustConnection(Connection):
         except BaseException:
             await self.transport.close()
             raise
-        self.transport.closing.add_done_callback(self._on_transport_closed)
+        self.transport._closing.add_done_callback(self._on_transport_closed)
         self.connected.set()
 
     async def connect(self, timeout: TimeoutType = None) -> None:

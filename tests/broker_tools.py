@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,13 @@ from typing import Any
 
 BROKER_HOST = "127.0.0.1"
 BROKER_PORT = 5672
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on (for a broker that is not there yet)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def rabbitmqctl(*args: str, timeout: float = 60) -> str:
@@ -86,8 +94,11 @@ class TCPProxy:
         self.server_ssl = server_ssl  # given: the proxy terminates TLS
         self.peer_certificates: list[dict[str, Any] | None] = []
 
-    async def start(self) -> TCPProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.server_ssl)
+    async def start(self, port: int = 0) -> TCPProxy:
+        """Listen (on ``port``, or a free one) and forward."""
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", port, ssl=self.server_ssl
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -94,7 +94,7 @@ class Channel:
         self._runner = CallbackRunner(self.loop, "consumer callback")
         self._opened = False
         self._closed = False
-        self.closing: asyncio.Future[None] = self.loop.create_future()
+        self._closing: asyncio.Future[None] = self.loop.create_future()
         # publisher confirms: delivery tag -> future; returned mandatory
         # messages find their publish through their message_id
         self.confirm_mode = False
@@ -112,6 +112,15 @@ class Channel:
         return f"<Channel {self.number} {state}>"
 
     @property
+    def closing(self) -> asyncio.Future[None]:
+        """Done when the channel is closed, with its error (None for a normal close).
+
+        A shield of the channel's own future: awaiting it with a timeout, or
+        cancelling the waiter, does not touch the channel.
+        """
+        return asyncio.shield(self._closing)
+
+    @property
     def is_closed(self) -> bool:
         """The channel is closed, by us, the broker or the connection."""
         return self._closed
@@ -123,7 +132,7 @@ class Channel:
 
     def _check_open(self) -> None:
         if self._closed:
-            error = self.closing.exception() if self.closing.done() else None
+            error = self._closing.exception() if self._closing.done() else None
             raise ChannelInvalidStateError(
                 f"channel {self.number} is closed" + (f": {error}" if error else "")
             )
@@ -227,15 +236,15 @@ class Channel:
     # ------------------------------------------------------------ closing
 
     def _on_closed(self, error: BaseException) -> None:
-        if self._closed and self.closing.done():
+        if self._closed and self._closing.done():
             return
         self._closed = True
-        if not self.closing.done():
+        if not self._closing.done():
             if isinstance(error, ChannelClosed) and error.reply_code in (0, 200):
-                self.closing.set_result(None)
+                self._closing.set_result(None)
             else:
-                self.closing.set_exception(error)
-                self.closing.exception()  # retrieved: nobody has to await it
+                self._closing.set_exception(error)
+                self._closing.exception()  # retrieved: nobody has to await it
         while self._pending:
             pending = self._pending.popleft()
             if not pending.future.done():

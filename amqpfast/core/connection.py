@@ -125,7 +125,7 @@ class Connection:
         self._handshaking = False
         self._credentials_sent = False
         self._opened = False
-        self.closing: asyncio.Future[None] = self.loop.create_future()
+        self._closing: asyncio.Future[None] = self.loop.create_future()
         self.server_properties: dict[str, Any] = {}
         self.heartbeat = 0
         self.frame_max = DEFAULT_FRAME_MAX
@@ -145,9 +145,18 @@ class Connection:
         return self._opened and not self.is_closed
 
     @property
+    def closing(self) -> asyncio.Future[None]:
+        """Done when the connection is closed, with its error (None for a normal close).
+
+        A shield of the connection's own future: awaiting it with a timeout, or
+        cancelling the waiter, does not touch the connection.
+        """
+        return asyncio.shield(self._closing)
+
+    @property
     def is_closed(self) -> bool:
         """The connection is closed (or closing)."""
-        return self.closing.done()
+        return self._closing.done()
 
     @property
     def server_capabilities(self) -> dict[str, Any]:
@@ -166,8 +175,8 @@ class Connection:
             await asyncio.wait_for(asyncio.shield(self._blocked), timeout)
 
     def _check_open(self) -> None:
-        if self.closing.done():
-            error = self.closing.exception()
+        if self._closing.done():
+            error = self._closing.exception()
             raise error if error is not None else ConnectionClosed(0, "connection is closed")
 
     # ------------------------------------------------------------ opening
@@ -455,7 +464,7 @@ class Connection:
             self._close_with(error)
 
     def _on_connection_lost(self, exc: Exception | None) -> None:
-        if not self.closing.done():
+        if not self._closing.done():
             if self._handshaking and self._credentials_sent:
                 error: AMQPError = ProbableAuthenticationError(
                     "the broker closed the connection after the login"
@@ -476,7 +485,7 @@ class Connection:
         # nothing else did, and four silent ticks (two intervals) mean a
         # dead peer.
         protocol = self._protocol
-        if protocol is None or self.closing.done():
+        if protocol is None or self._closing.done():
             return
         if protocol.received:
             protocol.received = False
@@ -503,12 +512,12 @@ class Connection:
         if self._heartbeat_timer is not None:
             self._heartbeat_timer.cancel()
             self._heartbeat_timer = None
-        if not self.closing.done():
+        if not self._closing.done():
             if error is None:
-                self.closing.set_result(None)
+                self._closing.set_result(None)
             else:
-                self.closing.set_exception(error)
-                self.closing.exception()  # retrieved: nobody has to await it
+                self._closing.set_exception(error)
+                self._closing.exception()  # retrieved: nobody has to await it
         failure = error if error is not None else ConnectionClosed(0, "connection closed")
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -537,8 +546,8 @@ class Connection:
             normal close).
         :param timeout: seconds to wait for the broker's CloseOk.
         """
-        if self.closing.done() or self._closing_started:
-            if not self.closing.done() and self._close_ok is not None:
+        if self._closing.done() or self._closing_started:
+            if not self._closing.done() and self._close_ok is not None:
                 await asyncio.wait({self._close_ok}, timeout=timeout)
             return
         self._closing_started = True
