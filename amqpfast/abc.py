@@ -118,6 +118,20 @@ class AbstractMessage(ABC):
 
     __slots__ = ()
     body: bytes
+    body_size: int
+    headers: HeadersType
+    content_type: str | None
+    content_encoding: str | None
+    delivery_mode: DeliveryMode
+    priority: int | None
+    correlation_id: str | None
+    reply_to: str | None
+    expiration: DateType
+    message_id: str | None
+    timestamp: datetime.datetime | None
+    type: str | None
+    user_id: str | None
+    app_id: str | None
 
     @abstractmethod
     def info(self) -> MessageInfo:
@@ -137,6 +151,37 @@ class AbstractIncomingMessage(AbstractMessage):
     """A message from the broker, to acknowledge."""
 
     __slots__ = ()
+    cluster_id: str | None
+
+    @property
+    @abstractmethod
+    def delivery_tag(self) -> int | None:
+        """The tag to acknowledge with."""
+
+    @property
+    @abstractmethod
+    def redelivered(self) -> bool | None:
+        """Whether the broker delivered it before."""
+
+    @property
+    @abstractmethod
+    def exchange(self) -> str | None:
+        """The exchange it was published to."""
+
+    @property
+    @abstractmethod
+    def routing_key(self) -> str | None:
+        """The routing key it was published with."""
+
+    @property
+    @abstractmethod
+    def consumer_tag(self) -> str | None:
+        """The consumer it came to."""
+
+    @property
+    @abstractmethod
+    def message_count(self) -> int | None:
+        """Messages left in the queue (Basic.Get only)."""
 
     @abstractmethod
     async def ack(self, multiple: bool = False) -> None:

@@ -15,6 +15,7 @@ from .abc import (
     TimeoutType,
     get_exchange_name,
 )
+from .codec import BasicAck
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -24,6 +25,7 @@ log = logging.getLogger("amqpfast.exchange")
 __all__ = ["Exchange", "ExchangeType"]
 
 Arguments = dict[str, Any] | None
+_PAMQP_ACK = spec.Basic.Ack
 
 
 class Exchange(AbstractExchange):
@@ -120,8 +122,8 @@ class Exchange(AbstractExchange):
         """Publish a message through this exchange.
 
         With publisher confirms (the channel's default) this waits for the
-        broker and returns its Basic.Ack; a mandatory message the broker
-        cannot route comes back as the result (a low-level
+        broker and returns its Basic.Ack (pamqp's class, as aio-pika does); a
+        mandatory message the broker cannot route comes back as the result (a low-level
         :class:`~amqpfast.core.DeliveredMessage`), or raises
         :class:`~amqpfast.exceptions.PublishError` when the channel was
         opened with ``on_return_raises``. Without confirms it returns None.
@@ -132,7 +134,7 @@ class Exchange(AbstractExchange):
         if self.internal:
             raise ValueError(f"can not publish to internal exchange {self.name!r}")
         channel = self.channel.channel_or_raise()
-        return await channel.basic_publish(
+        result = await channel.basic_publish(
             message.body,
             exchange=self.name,
             routing_key=routing_key,
@@ -141,6 +143,13 @@ class Exchange(AbstractExchange):
             immediate=immediate,
             timeout=timeout,
         )
+        if type(result) is BasicAck:
+            # aio-pika code checks isinstance(result, spec.Basic.Ack)
+            ack = _PAMQP_ACK.__new__(_PAMQP_ACK)
+            ack.delivery_tag = result.delivery_tag
+            ack.multiple = result.multiple
+            return ack
+        return result
 
     async def delete(
         self, if_unused: bool = False, timeout: TimeoutType = None

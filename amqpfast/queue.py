@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from pamqp import commands as spec
 
 from .abc import (
-    AbstractIncomingMessage,
     AbstractQueue,
     AbstractQueueIterator,
     ConsumerTag,
@@ -298,7 +297,7 @@ class QueueIterator(AbstractQueueIterator):
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.close()
 
-    async def __anext__(self) -> AbstractIncomingMessage:
+    async def __anext__(self) -> IncomingMessage:
         if self._consumer_tag is None and not self._closed:
             await self.consume()
         while not self._buffer:

@@ -18,7 +18,6 @@ from amqpfast import (
     IncomingMessage,
     Message,
 )
-from amqpfast.codec import BasicAck
 from amqpfast.core import DeliveredMessage
 from amqpfast.exceptions import (
     ChannelInvalidStateError,
@@ -106,7 +105,7 @@ async def test_publish_returns_the_confirmation_and_get_fetches(chan: Channel):
     confirmation = await chan.default_exchange.publish(message, routing_key=queue.name)
     incoming = await queue.get(timeout=5)
 
-    assert isinstance(confirmation, BasicAck)
+    assert isinstance(confirmation, spec.Basic.Ack)  # pamqp's, as aio-pika returns
     assert isinstance(incoming, IncomingMessage) and isinstance(incoming, Message)
     assert incoming.body == b'{"n": 1}' and incoming.body_size == 8
     assert incoming.headers == {"x-trace": "abc", "n": 7}

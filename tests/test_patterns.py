@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from pamqp.commands import Basic
 
 import amqpfast
 import amqpfast.patterns as patterns
 from amqpfast import Channel, Connection, DeliveryMode, IncomingMessage, Message
-from amqpfast.codec import BasicAck
 from amqpfast.exceptions import ChannelClosed, ChannelNotFoundEntity, MessageProcessError
 from amqpfast.patterns import (
     RPC,
@@ -96,7 +96,7 @@ async def test_tasks_spread_over_several_workers(conn: Connection, unique: str):
     for n in range(12):
         # dotted names through the proxy: proxy.tasks.<unique>(...)
         result = await getattr(master.proxy.tasks, unique)(n=n)
-        assert isinstance(result, BasicAck)
+        assert isinstance(result, Basic.Ack)
     await wait_until(lambda: len(done) == 12)
 
     assert sorted(n for _, n in done) == list(range(12))
@@ -244,7 +244,7 @@ async def test_task_for_a_missing_queue_comes_back(
         result = await master.proxy.__getattr__(f"{unique}-nobody")(n=1)
         await asyncio.sleep(0.05)
 
-    assert not isinstance(result, BasicAck)  # the returned message
+    assert not isinstance(result, Basic.Ack)  # the returned message
     assert pickle.loads(result.body) == {"n": 1}
     assert any("task returned" in record.getMessage() for record in caplog.records)
 
