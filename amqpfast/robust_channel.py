@@ -10,6 +10,8 @@ from pamqp import commands as spec
 
 from .abc import ExchangeType, TimeoutType
 from .channel import Channel
+from .exceptions import AMQPError
+from .queue import Queue
 from .robust_exchange import RobustExchange
 from .robust_queue import RobustQueue
 from .tools import CallbackCollection
@@ -35,6 +37,7 @@ class RobustChannel(Channel):
 
     QUEUE_CLASS = RobustQueue
     EXCHANGE_CLASS = RobustExchange
+    _connection: RobustConnection
     # seconds before a channel the broker closed is opened again
     REOPEN_PAUSE = 1.0
 
@@ -46,6 +49,9 @@ class RobustChannel(Channel):
         self._close_called = False
         self._restored = asyncio.Event()
         self._reopen_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        # seconds a publish waits for a reconnect to finish; None: it fails at once
+        self.recovery_wait: float | None = None
         self.reopen_callbacks = CallbackCollection(self)
 
     @property
@@ -53,13 +59,58 @@ class RobustChannel(Channel):
         # closed for good: only close() or the connection's close do that
         return self._close_called or self._closed.done()
 
-    async def ready(self) -> None:
-        """Wait until the channel is open (again)."""
-        await self._restored.wait()
+    async def ready(self, timeout: TimeoutType = None) -> None:
+        """Wait until the channel is open and, after a reconnect, restored.
+
+        :raises TimeoutError: not ready within ``timeout`` seconds.
+        """
+        await asyncio.wait_for(self._restored.wait(), timeout)
+
+    async def initialize(self, timeout: TimeoutType = None) -> None:
+        """Open the channel (what ``await channel`` does)."""
+        await super().initialize(timeout)
+        self._restored.set()
 
     async def _open(self, timeout: TimeoutType = None) -> None:
         await super()._open(timeout)
-        self._restored.set()
+        # a consumer the broker cancels (its queue deleted) comes back later
+        self.channel_or_raise().on_cancel_callbacks.append(self._on_broker_cancel)
+
+    def _on_broker_cancel(self, consumer_tag: str) -> None:
+        for queue in self._queues:
+            if consumer_tag in queue._consumers:
+                log.warning(
+                    "the broker cancelled consumer %r of queue %r: it comes back when the "
+                    "queue exists again",
+                    consumer_tag,
+                    queue.name,
+                )
+                task = asyncio.ensure_future(self._consume_again(queue, consumer_tag))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _consume_again(self, queue: RobustQueue, consumer_tag: str) -> None:
+        # The queue is probed on a channel of its own: a 404 there must not
+        # close this channel and disturb its other consumers.
+        connection = self._connection
+        while consumer_tag in queue._consumers and not self._gone:
+            await asyncio.sleep(connection.reconnect_interval)
+            if self.is_closed or not connection.connected.is_set():
+                continue  # a reconnect restores it with the rest
+            try:
+                probe = await connection.transport.channel(publisher_confirms=False)
+                try:
+                    await probe.queue_declare(queue.name, passive=True)
+                finally:
+                    if not probe.is_closed:
+                        await probe.close()
+                callback, options = queue._consumers[consumer_tag]
+                await Queue.consume(queue, callback, consumer_tag=consumer_tag, **options)
+            except AMQPError as error:
+                log.debug("queue %r not back yet: %s", queue.name, error)
+                continue
+            log.info("consumer %r of queue %r is back", consumer_tag, queue.name)
+            return
 
     def _on_low_level_closed(self, closing: asyncio.Future[None]) -> None:
         self._restored.clear()
@@ -84,6 +135,7 @@ class RobustChannel(Channel):
         except Exception as error:  # the connection supervisor tries again later
             log.warning("reopening channel %s failed: %s", self, error)
         else:
+            self._restored.set()
             self.reopen_callbacks()
 
     def _on_connection_lost(self) -> None:
@@ -117,9 +169,10 @@ class RobustChannel(Channel):
             await queue.restore_bindings()
 
     async def restore_consumers(self) -> None:
-        """Start the consumers again (step 6)."""
+        """Start the consumers again (step 6); then the channel is ready."""
         for queue in tuple(self._queues):
             await queue.restore_consumers()
+        self._restored.set()
 
     async def restore_topology(self) -> None:
         """Steps 2 to 5 for this channel alone."""
@@ -133,6 +186,8 @@ class RobustChannel(Channel):
         self._close_called = True
         if self._reopen_task is not None:
             self._reopen_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         if self._channel is None or self._channel.is_closed:
             self._set_closed(exc)
             return

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from yarl import URL
@@ -43,9 +44,17 @@ class RobustConnection(Connection):
     BACKOFF_CAP_FACTOR = 10
 
     def __init__(
-        self, url: URL | str, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any
-    ):
-        super().__init__(url, loop, **kwargs)
+        self,
+        url: URL | str | Sequence[URL | str],
+        loop: asyncio.AbstractEventLoop | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # several URLs (the nodes of a cluster) are tried in turn
+        urls = [url] if isinstance(url, (str, URL)) else list(url)
+        if not urls:
+            raise ValueError("connect_robust needs at least one URL")
+        self._urls: list[URL] = [URL(one) for one in urls]
+        super().__init__(self._urls[0], loop, **kwargs)
         parameters = parse_url(self.url)
         self.reconnect_interval = parameters.reconnect_interval
         self.fail_fast = parameters.fail_fast
@@ -66,8 +75,9 @@ class RobustConnection(Connection):
         return self._reconnecting
 
     def _new_transport(self) -> None:
-        # a new low-level connection for every attempt: the URL (with a
-        # secret changed by update_secret) is read again each time
+        # a new low-level connection for every attempt, to the next URL in
+        # turn, read again each time (update_secret changes the password)
+        self.url = self._urls[(self.connection_attempt - 1) % len(self._urls)]
         self.transport = LowLevelConnection(
             self.url, client_properties=self.client_properties, ssl_context=self.ssl_context
         )
@@ -92,11 +102,15 @@ class RobustConnection(Connection):
                 await self._attempt(timeout)
                 break
             except CONNECTION_EXCEPTIONS as error:
-                if self.fail_fast or self._close_called:
-                    raise
-                log.warning("cannot connect to %s: %s; trying again", self, error)
-                await asyncio.sleep(self._backoff(failures))
                 failures += 1
+                if self._close_called:
+                    raise
+                if failures % len(self._urls):
+                    continue  # the next URL at once
+                if self.fail_fast:
+                    raise  # each URL failed once
+                log.warning("cannot connect to %s: %s; trying again", self, error)
+                await asyncio.sleep(self._backoff(failures // len(self._urls) - 1))
         if self._supervisor is None:
             self._supervisor = asyncio.ensure_future(self._supervise())
 
@@ -190,6 +204,7 @@ class RobustConnection(Connection):
         self, new_secret: str, *, reason: str = "", timeout: TimeoutType = None
     ) -> None:
         """Give the broker a new secret; later reconnects log in with it too."""
+        self._urls = [url.with_password(new_secret) for url in self._urls]
         self.url = self.url.with_password(new_secret)
         await super().update_secret(new_secret, reason=reason, timeout=timeout)
 
@@ -206,7 +221,7 @@ class RobustConnection(Connection):
 
 
 async def connect_robust(
-    url: str | URL | None = None,
+    url: str | URL | Sequence[str | URL] | None = None,
     *,
     host: str = "localhost",
     port: int = 5672,
@@ -222,19 +237,26 @@ async def connect_robust(
     connection_class: type[RobustConnection] = RobustConnection,
     **kwargs: Any,
 ) -> RobustConnection:
-    """Open a robust connection (see :class:`RobustConnection`); arguments as :func:`connect`."""
+    """Open a robust connection (see :class:`RobustConnection`); arguments as :func:`connect`.
+
+    :param url: one URL, or several (the nodes of a cluster, tried in turn).
+    """
+    parts: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "login": login,
+        "password": password,
+        "virtualhost": virtualhost,
+        "ssl": ssl,
+        "ssl_options": ssl_options,
+        **kwargs,
+    }
+    if url is None or isinstance(url, (str, URL)):
+        urls: URL | list[URL] = make_url(url, **parts)
+    else:
+        urls = [make_url(one, **parts) for one in url]
     connection = connection_class(
-        make_url(
-            url,
-            host=host,
-            port=port,
-            login=login,
-            password=password,
-            virtualhost=virtualhost,
-            ssl=ssl,
-            ssl_options=ssl_options,
-            **kwargs,
-        ),
+        urls,
         loop=loop,
         ssl_context=ssl_context,
         client_properties=client_properties,

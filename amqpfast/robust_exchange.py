@@ -6,7 +6,7 @@ from typing import Any
 
 from pamqp import commands as spec
 
-from .abc import ExchangeParamType, TimeoutType, get_exchange_name
+from .abc import AbstractMessage, ExchangeParamType, TimeoutType, get_exchange_name
 from .exchange import Exchange
 
 __all__ = ["RobustExchange"]
@@ -48,6 +48,28 @@ class RobustExchange(Exchange):
         result = await super().unbind(exchange, routing_key, arguments, timeout)
         self._bindings.pop((get_exchange_name(exchange), routing_key), None)
         return result
+
+    async def publish(
+        self,
+        message: AbstractMessage,
+        routing_key: str,
+        *,
+        mandatory: bool = True,
+        immediate: bool = False,
+        timeout: TimeoutType = None,
+    ) -> Any:
+        """Publish; during a reconnect wait up to the channel's ``recovery_wait`` seconds.
+
+        With ``recovery_wait`` None (the default) a publish during an outage
+        raises :class:`~amqpfast.exceptions.ChannelInvalidStateError` at once.
+        """
+        channel = self.channel
+        wait = getattr(channel, "recovery_wait", None)
+        if wait is not None and channel.is_closed and not channel._gone:
+            await channel.ready(wait)  # type: ignore[attr-defined]
+        return await super().publish(
+            message, routing_key, mandatory=mandatory, immediate=immediate, timeout=timeout
+        )
 
     async def restore_declaration(self) -> None:
         """Declare the exchange again (first step of a restore)."""

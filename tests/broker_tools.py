@@ -89,6 +89,8 @@ class TCPProxy:
         self._flowing.set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._clients: list[asyncio.StreamWriter] = []
+        self._upstreams: list[asyncio.StreamWriter] = []
+        self._held: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
         self.server_ssl = server_ssl  # given: the proxy terminates TLS
@@ -118,6 +120,7 @@ class TCPProxy:
             return
         self._writers.update((writer, up_writer))
         self._clients.append(writer)
+        self._upstreams.append(up_writer)
         for source, sink in ((reader, up_writer), (up_reader, writer)):
             task = asyncio.create_task(self._pump(source, sink))
             self._tasks.add(task)
@@ -136,8 +139,9 @@ class TCPProxy:
             pass
         finally:
             self._writers.discard(sink)
-            with contextlib.suppress(Exception):
-                sink.close()
+            if sink not in self._held:
+                with contextlib.suppress(Exception):
+                    sink.close()
 
     def stall(self) -> None:
         """Stop forwarding (the sockets stay open: the peer seems silent)."""
@@ -152,6 +156,13 @@ class TCPProxy:
         for writer in self._clients:
             if not writer.is_closing():
                 writer.write(data)
+
+    def cut_clients(self) -> None:
+        """Drop the client sides only: the broker keeps the connections until it
+        notices the silence (its own heartbeat timeout), as after a network split."""
+        self._held.update(self._upstreams)
+        for writer in self._clients:
+            writer.transport.abort()
 
     def cut(self) -> None:
         """Drop every proxied connection (a reset, as a broken network would)."""

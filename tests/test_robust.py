@@ -225,3 +225,115 @@ async def test_update_secret_survives_a_reconnect(amqp_url, unique):
         assert connection.url.password == "guest"
         channel = await connection.channel()
         assert (await channel.declare_queue(exclusive=True)).name
+
+
+async def test_several_urls_are_tried_in_turn(amqp_url, unique):
+    dead = amqp_url.replace(":5672/", f":{free_port()}/")
+    alive = robust_url(amqp_url, unique)
+    connection = await amqpfast.connect_robust([dead, alive], timeout=5)
+    async with connection:
+        assert connection.url.port == 5672  # the second one answered
+        channel = await connection.channel()
+        assert (await channel.declare_queue(exclusive=True)).name
+        await kill_and_wait(connection, unique)  # and again after a kill
+        assert connection.url.port == 5672
+
+
+async def test_fail_fast_tries_every_url_once():
+    urls = [f"amqp://guest:guest@127.0.0.1:{free_port()}/" for _ in range(2)]
+    with pytest.raises(AMQPConnectionError):
+        await amqpfast.connect_robust(urls, timeout=5)
+
+
+async def test_publish_can_wait_for_the_reconnect(amqp_url, unique):
+    async with await amqpfast.connect_robust(robust_url(amqp_url, unique)) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"{unique}.wait", auto_delete=True)
+        channel.recovery_wait = 15
+        await asyncio.to_thread(close_connections_named, unique)
+        while connection.connected.is_set():
+            await asyncio.sleep(0.01)
+
+        # the channel is down: this publish waits for the restore, then goes out
+        await channel.default_exchange.publish(Message(b"patient"), routing_key=queue.name)
+
+        assert (await queue.get(timeout=5)).body == b"patient"
+
+
+async def test_acking_a_message_from_before_the_kill_fails_clearly(amqp_url, unique):
+    async with await amqpfast.connect_robust(robust_url(amqp_url, unique)) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"{unique}.old", auto_delete=True)
+        await channel.default_exchange.publish(Message(b"old"), routing_key=queue.name)
+        old = await queue.get(timeout=5)
+
+        await kill_and_wait(connection, unique)
+
+        with pytest.raises(ChannelInvalidStateError):
+            await old.ack()
+        again = await queue.get(timeout=5)  # redelivered on the new connection
+        assert again.body == b"old" and again.redelivered
+        await again.ack()
+
+
+async def test_a_consumer_cancelled_by_the_broker_comes_back(amqp_url, unique):
+    async with await amqpfast.connect_robust(robust_url(amqp_url, unique)) as connection:
+        channel = await connection.channel()
+        doomed = await channel.declare_queue(f"{unique}.doomed")
+        steady = await channel.declare_queue(f"{unique}.steady", auto_delete=True)
+        got: list[bytes] = []
+
+        async def on_message(message: IncomingMessage) -> None:
+            async with message.process():
+                got.append(message.body)
+
+        await doomed.consume(on_message)
+        await steady.consume(on_message)
+        async with await amqpfast.connect(amqp_url) as other:
+            admin = await other.channel()
+            await admin.queue_delete(doomed.name)
+            await asyncio.sleep(0.3)
+            await channel.default_exchange.publish(Message(b"steady"), routing_key=steady.name)
+            await asyncio.sleep(0.3)
+            assert got == [b"steady"] and not channel.is_closed  # the others go on
+
+            await admin.declare_queue(doomed.name)  # the queue exists again
+            for _ in range(50):
+                await asyncio.sleep(0.1)
+                if (await admin.declare_queue(doomed.name, passive=True)).declaration_result:
+                    result = await admin.declare_queue(doomed.name, passive=True)
+                    if result.declaration_result.consumer_count == 1:  # type: ignore[union-attr]
+                        break
+            await admin.default_exchange.publish(Message(b"back"), routing_key=doomed.name)
+            for _ in range(50):
+                if b"back" in got:
+                    break
+                await asyncio.sleep(0.1)
+            await admin.queue_delete(doomed.name)
+        assert got == [b"steady", b"back"]
+
+
+async def test_exclusive_queue_held_by_the_old_connection_is_retried(
+    proxy, amqp_url, unique, caplog
+):
+    url = robust_url(proxy.url(amqp_url), unique, heartbeat=1)
+    async with await amqpfast.connect_robust(url) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"{unique}.mine", exclusive=True)
+        got: list[bytes] = []
+        await queue.consume(lambda message: got.append(message.body), no_ack=True)
+        reconnected = asyncio.Event()
+        connection.reconnect_callbacks.add(lambda _connection: reconnected.set())
+
+        # the client loses its side; the broker holds the old connection (and
+        # the exclusive queue) until its heartbeat check gives up
+        proxy.cut_clients()
+        await asyncio.wait_for(reconnected.wait(), 30)
+
+        assert any("RESOURCE_LOCKED" in record.getMessage() for record in caplog.records)
+        await channel.default_exchange.publish(Message(b"mine again"), routing_key=queue.name)
+        for _ in range(50):
+            if got:
+                break
+            await asyncio.sleep(0.1)
+        assert got == [b"mine again"]
