@@ -337,3 +337,29 @@ async def test_exclusive_queue_held_by_the_old_connection_is_retried(
                 break
             await asyncio.sleep(0.1)
         assert got == [b"mine again"]
+
+
+async def test_a_changed_declaration_is_retried_at_the_reconnect_pace(amqp_url, unique, caplog):
+    url = robust_url(amqp_url, unique)
+    async with await amqpfast.connect_robust(url) as connection:
+        channel = await connection.channel()
+        await channel.declare_queue(f"{unique}.args", arguments={"x-max-length": 10})
+        reconnected = asyncio.Event()
+        connection.reconnect_callbacks.add(lambda _connection: reconnected.set())
+        async with await amqpfast.connect(amqp_url) as other:
+            admin = await other.channel()
+            await admin.queue_delete(f"{unique}.args")
+            # someone declares it differently: the restore meets 406
+            await admin.declare_queue(f"{unique}.args", arguments={"x-max-length": 99})
+            await asyncio.to_thread(close_connections_named, unique)
+            await asyncio.sleep(2.0)
+            failures = [r for r in caplog.records if "PRECONDITION_FAILED" in r.getMessage()]
+            assert 1 <= len(failures) <= 8  # backing off: 0.1, 0.2, 0.4 ... not a busy loop
+            assert not reconnected.is_set()
+
+            await admin.queue_delete(f"{unique}.args")  # the conflict goes away
+            await asyncio.wait_for(reconnected.wait(), 10)
+        probe = await connection.channel()
+        declared = await probe.declare_queue(f"{unique}.args", passive=True, robust=False)
+        assert declared.declaration_result is not None
+        await probe.queue_delete(f"{unique}.args")
