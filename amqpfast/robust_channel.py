@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as spec
@@ -48,8 +49,7 @@ class RobustChannel(Channel):
         self._queues: list[RobustQueue] = []
         self._close_called = False
         self._restored = asyncio.Event()
-        self._reopen_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # reopens, consumers coming back
         # seconds a publish waits for a reconnect to finish; None: it fails at once
         self.recovery_wait: float | None = None
         self.reopen_callbacks = CallbackCollection(self)
@@ -85,9 +85,7 @@ class RobustChannel(Channel):
                     consumer_tag,
                     queue.name,
                 )
-                task = asyncio.ensure_future(self._consume_again(queue, consumer_tag))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._start(self._consume_again(queue, consumer_tag))
 
     async def _consume_again(self, queue: RobustQueue, consumer_tag: str) -> None:
         # The queue is probed on a channel of its own: a 404 there must not
@@ -104,6 +102,8 @@ class RobustChannel(Channel):
                 finally:
                     if not probe.is_closed:
                         await probe.close()
+                if consumer_tag in self.channel_or_raise().consumers:
+                    return  # a reconnect's restore started it already
                 callback, options = queue._consumers[consumer_tag]
                 await Queue.consume(queue, callback, consumer_tag=consumer_tag, **options)
             except AMQPError as error:
@@ -118,15 +118,27 @@ class RobustChannel(Channel):
         connection = self._connection
         if self._close_called or connection.close_called:
             self._set_closed(error)
-        elif not connection.transport.is_closed:
+        elif not connection.transport.is_closed and not connection.reconnecting:
             # the broker closed this channel (an error): open it again soon
             log.warning("channel %s closed by the broker (%s): reopening", self, error)
-            self._reopen_task = asyncio.ensure_future(self._reopen_after_error())
-        # else the connection is down: it restores this channel when it is back
+            self._start(self._reopen_after_error())
+        # else the connection is down or being restored: that restores this channel
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _stop_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
 
     async def _reopen_after_error(self) -> None:
         await asyncio.sleep(self.REOPEN_PAUSE)
-        if self._gone:
+        connection = self._connection
+        if self._gone or not self.is_closed or connection.reconnecting:
+            return  # closed for good, open again already, or the reconnect's business
+        if not connection.connected.is_set():
             return
         try:
             await self._open()
@@ -139,6 +151,8 @@ class RobustChannel(Channel):
             self.reopen_callbacks()
 
     def _on_connection_lost(self) -> None:
+        # the restore after the reconnect does what these tasks were waiting to do
+        self._stop_tasks()
         for queue in self._queues:
             queue._on_connection_lost()
 
@@ -184,10 +198,7 @@ class RobustChannel(Channel):
     async def close(self, exc: BaseException | None = None) -> None:
         """Close the channel for good."""
         self._close_called = True
-        if self._reopen_task is not None:
-            self._reopen_task.cancel()
-        for task in list(self._tasks):
-            task.cancel()
+        self._stop_tasks()
         if self._channel is None or self._channel.is_closed:
             self._set_closed(exc)
             return

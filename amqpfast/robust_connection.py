@@ -14,7 +14,7 @@ from yarl import URL
 from .abc import SSLOptions, TimeoutType
 from .connection import Connection, make_url
 from .core import Connection as LowLevelConnection
-from .exceptions import CONNECTION_EXCEPTIONS
+from .exceptions import CONNECTION_EXCEPTIONS, AMQPConnectionError
 from .robust_channel import RobustChannel
 from .tools import CallbackCollection
 from .url import parse_url
@@ -100,7 +100,6 @@ class RobustConnection(Connection):
         while True:
             try:
                 await self._attempt(timeout)
-                break
             except CONNECTION_EXCEPTIONS as error:
                 failures += 1
                 if self._close_called:
@@ -111,6 +110,11 @@ class RobustConnection(Connection):
                     raise  # each URL failed once
                 log.warning("cannot connect to %s: %s; trying again", self, error)
                 await asyncio.sleep(self._backoff(failures // len(self._urls) - 1))
+                continue
+            if self._close_called:  # close() came while connecting
+                await self.transport.close()
+                raise AMQPConnectionError(f"{self} was closed while connecting")
+            break
         if self._supervisor is None:
             self._supervisor = asyncio.ensure_future(self._supervise())
 
@@ -217,6 +221,7 @@ class RobustConnection(Connection):
             await asyncio.gather(supervisor, return_exceptions=True)
         for channel in self._ordered_channels():
             channel._close_called = True
+            channel._stop_tasks()
         await super().close(exc)
 
 

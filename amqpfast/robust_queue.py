@@ -25,8 +25,9 @@ class RobustQueue(Queue):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._server_named = not self.name
-        # (exchange name, routing key) -> arguments
-        self._bindings: dict[tuple[str, str], Arguments] = {}
+        # (exchange name, routing key or None: the queue's name, whatever
+        # it is after a restore) -> arguments
+        self._bindings: dict[tuple[str, str | None], Arguments] = {}
         # consumer tag -> (callback, consume keyword arguments)
         self._consumers: dict[ConsumerTag, tuple[Callback, dict[str, Any]]] = {}
         self._iterators: weakref.WeakSet[RobustQueueIterator] = weakref.WeakSet()
@@ -43,8 +44,7 @@ class RobustQueue(Queue):
         """Bind to an exchange; ``robust``: bind again after a reconnect."""
         result = await super().bind(exchange, routing_key, arguments=arguments, timeout=timeout)
         if robust:
-            key = self.name if routing_key is None else routing_key
-            self._bindings[(get_exchange_name(exchange), key)] = arguments
+            self._bindings[(get_exchange_name(exchange), routing_key)] = arguments
         return result
 
     async def unbind(
@@ -56,8 +56,11 @@ class RobustQueue(Queue):
     ) -> spec.Queue.UnbindOk:
         """Remove a binding, for good."""
         result = await super().unbind(exchange, routing_key, arguments, timeout)
-        key = self.name if routing_key is None else routing_key
-        self._bindings.pop((get_exchange_name(exchange), key), None)
+        name = get_exchange_name(exchange)
+        self._bindings.pop((name, routing_key), None)
+        if routing_key in (None, self.name):  # either spelling of the default key
+            self._bindings.pop((name, None), None)
+            self._bindings.pop((name, self.name), None)
         return result
 
     async def consume(
