@@ -134,14 +134,15 @@ class Exchange(AbstractExchange):
         if self.internal:
             raise ValueError(f"can not publish to internal exchange {self.name!r}")
         channel = self.channel.channel_or_raise()
-        result = await channel.basic_publish(
+        result = await channel._publish(
             message.body,
-            exchange=self.name,
-            routing_key=routing_key,
-            properties=message.properties,  # type: ignore[attr-defined]
-            mandatory=mandatory,
-            immediate=immediate,
-            timeout=timeout,
+            self.name,
+            routing_key,
+            message.properties,  # type: ignore[attr-defined]
+            mandatory,
+            immediate,
+            timeout,
+            True,  # Message.properties builds them anew for each publish
         )
         if type(result) is BasicAck:
             # aio-pika code checks isinstance(result, spec.Basic.Ack)

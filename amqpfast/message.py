@@ -301,18 +301,24 @@ class IncomingMessage(Message, AbstractIncomingMessage):
         "_processed",
         "_properties",
     )
+    _body: bytes
+    _channel: _LowChannel
+    _delivery: Any
+    _no_ack: bool
+    _processed: bool
+    _properties: BasicProperties
 
     def __init__(self, message: DeliveredMessage, no_ack: bool = False) -> None:
-        self._locked = False
-        self._channel = message.channel
-        self._delivery = message.delivery
-        self._properties = message.properties
-        self._body = message.body
-        self._no_ack = no_ack
-        self._processed = False
-        if no_ack or not getattr(message.delivery, "delivery_tag", None):
-            self._locked = True
-            self._processed = True
+        # through the slot descriptors, as in Message: __setattr__'s lock
+        # check would be most of the cost of a delivery
+        done = no_ack or not getattr(message.delivery, "delivery_tag", None)
+        _set_locked(self, done)
+        _set_processed(self, done)
+        _set_channel(self, message.channel)
+        _set_delivery(self, message.delivery)
+        _set_properties(self, message.properties)
+        _set_incoming_body(self, message.body)
+        _set_no_ack(self, no_ack)
 
     # the properties, read from the content header
     content_type = _from_properties("content_type")
@@ -430,17 +436,20 @@ class IncomingMessage(Message, AbstractIncomingMessage):
         :raises MessageProcessError: it was acked, nacked or rejected already.
         """
         self._settle().basic_ack(self.delivery_tag, multiple)  # type: ignore[arg-type]
-        self._processed = self._locked = True
+        _set_processed(self, True)
+        _set_locked(self, True)
 
     async def reject(self, requeue: bool = False) -> None:
         """Reject the message; dropped (or dead-lettered) unless ``requeue``."""
         self._settle().basic_reject(self.delivery_tag, requeue)  # type: ignore[arg-type]
-        self._processed = self._locked = True
+        _set_processed(self, True)
+        _set_locked(self, True)
 
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
         """Reject the message (all up to it with ``multiple``), requeued by default."""
         self._settle().basic_nack(self.delivery_tag, multiple, requeue)  # type: ignore[arg-type]
-        self._processed = self._locked = True
+        _set_processed(self, True)
+        _set_locked(self, True)
 
     def process(
         self,
@@ -472,6 +481,19 @@ class IncomingMessage(Message, AbstractIncomingMessage):
         info["redelivered"] = self.redelivered
         info["routing_key"] = self.routing_key
         return info
+
+
+def _incoming_setter(name: str) -> Callable[[Any, Any], None]:
+    setter: Callable[[Any, Any], None] = IncomingMessage.__dict__[name].__set__
+    return setter
+
+
+_set_processed = _incoming_setter("_processed")
+_set_channel = _incoming_setter("_channel")
+_set_delivery = _incoming_setter("_delivery")
+_set_properties = _incoming_setter("_properties")
+_set_incoming_body = _incoming_setter("_body")
+_set_no_ack = _incoming_setter("_no_ack")
 
 
 class ReturnedMessage(IncomingMessage):

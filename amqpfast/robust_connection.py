@@ -38,6 +38,9 @@ class RobustConnection(Connection):
 
     ``fail_fast`` (URL option, default true): the first connect raises its
     error; false: it waits until the broker can be reached.
+
+    Given several URLs (the nodes of a cluster), attempts go to each in
+    turn; the reconnect options are read from the first one.
     """
 
     CHANNEL_CLASS = RobustChannel

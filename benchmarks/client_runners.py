@@ -92,7 +92,9 @@ class Measurement:
         return self.cpu / self.messages * 1e6 if self.messages else float("nan")
 
 
-class _Meter:
+class Meter:
+    """Wall and CPU time from its creation to :meth:`stop`."""
+
     def __init__(self) -> None:
         self._wall = time.perf_counter()
         self._cpu = _cpu()
@@ -102,11 +104,11 @@ class _Meter:
         return Measurement(messages, time.perf_counter() - self._wall, cpu)
 
 
-def _count_acks(confirms: Iterable[Any]) -> int:
+def count_acks(confirms: Iterable[Any]) -> int:
     return sum(1 for confirm in confirms if getattr(confirm, "name", "") == "Basic.Ack")
 
 
-class _Tally:
+class Tally:
     """What a consumer received; the scenarios check it against what they expect."""
 
     def __init__(self) -> None:
@@ -156,11 +158,11 @@ class Client:
         """Publishes in flight ``window`` at a time; returns how many were acked."""
         raise NotImplementedError
 
-    async def consume(self, channel: Any, queue: str, count: int, ack: bool) -> _Tally:
+    async def consume(self, channel: Any, queue: str, count: int, ack: bool) -> Tally:
         """Consume until ``count`` messages came (acking each one with ``ack``)."""
         raise NotImplementedError
 
-    async def get(self, channel: Any, queue: str, count: int) -> _Tally:
+    async def get(self, channel: Any, queue: str, count: int) -> Tally:
         raise NotImplementedError
 
     async def serve_rpc(self, channel: Any, queue: str) -> None:
@@ -212,12 +214,12 @@ class AmqpfastClient(Client):
                     for _ in range(min(window, count - start))
                 ]
             )
-            acked += _count_acks(confirms)
+            acked += count_acks(confirms)
         return acked
 
-    async def consume(self, channel: Any, queue: str, count: int, ack: bool) -> _Tally:
+    async def consume(self, channel: Any, queue: str, count: int, ack: bool) -> Tally:
         done = asyncio.get_running_loop().create_future()
-        tally = _Tally()
+        tally = Tally()
 
         async def on_message(message: amqpfast.DeliveredMessage) -> None:
             if ack:
@@ -232,8 +234,8 @@ class AmqpfastClient(Client):
         await asyncio.wait_for(done, WAIT)
         return tally
 
-    async def get(self, channel: Any, queue: str, count: int) -> _Tally:
-        tally = _Tally()
+    async def get(self, channel: Any, queue: str, count: int) -> Tally:
+        tally = Tally()
         for _ in range(count):
             message = await channel.basic_get(queue, no_ack=True)
             if message.delivery_tag is not None:
@@ -315,12 +317,12 @@ class AiormqClient(Client):
                     for _ in range(min(window, count - start))
                 ]
             )
-            acked += _count_acks(confirms)
+            acked += count_acks(confirms)
         return acked
 
-    async def consume(self, channel: Any, queue: str, count: int, ack: bool) -> _Tally:
+    async def consume(self, channel: Any, queue: str, count: int, ack: bool) -> Tally:
         done = asyncio.get_running_loop().create_future()
-        tally = _Tally()
+        tally = Tally()
 
         async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
             if ack:
@@ -335,8 +337,8 @@ class AiormqClient(Client):
         await asyncio.wait_for(done, WAIT)
         return tally
 
-    async def get(self, channel: Any, queue: str, count: int) -> _Tally:
-        tally = _Tally()
+    async def get(self, channel: Any, queue: str, count: int) -> Tally:
+        tally = Tally()
         for _ in range(count):
             message = await channel.basic_get(queue, no_ack=True)
             if isinstance(message.delivery, spec.Basic.GetOk):
@@ -423,12 +425,12 @@ class AioPikaClient(Client):
                     for _ in range(min(window, count - start))
                 ]
             )
-            acked += _count_acks(confirms)
+            acked += count_acks(confirms)
         return acked
 
-    async def consume(self, channel: Any, queue: str, count: int, ack: bool) -> _Tally:
+    async def consume(self, channel: Any, queue: str, count: int, ack: bool) -> Tally:
         done = asyncio.get_running_loop().create_future()
-        tally = _Tally()
+        tally = Tally()
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             if ack:
@@ -444,9 +446,9 @@ class AioPikaClient(Client):
         await asyncio.wait_for(done, WAIT)
         return tally
 
-    async def get(self, channel: Any, queue: str, count: int) -> _Tally:
+    async def get(self, channel: Any, queue: str, count: int) -> Tally:
         source = await channel.get_queue(queue, ensure=False)
-        tally = _Tally()
+        tally = Tally()
         for _ in range(count):
             message = await source.get(no_ack=True, fail=False)
             if message is not None:
@@ -507,10 +509,10 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
 # ------------------------------------------------------------ the real broker's helper
 
 
-class _Admin:
+class Admin:
     """An amqpfast connection outside the measured phase: queues, pre-filling, counting."""
 
-    async def open(self, url: str) -> _Admin:
+    async def open(self, url: str) -> Admin:
         self.connection = await amqpfast.connect(url)
         self.channel = await self.connection.channel(publisher_confirms=True)
         self.queues: list[str] = []
@@ -566,7 +568,7 @@ class Scenario:
         self.client = client()
         self.settings = settings
         self.url = url
-        self.admin: _Admin | None = None
+        self.admin: Admin | None = None
         self.extra: list[Client] = []
         self.channel: Any = None
 
@@ -576,7 +578,7 @@ class Scenario:
 
     async def setup(self) -> None:
         if not self.fake:
-            self.admin = await _Admin().open(self.url)
+            self.admin = await Admin().open(self.url)
         await self.client.connect(self.url)
 
     async def measure(self) -> Measurement:
@@ -607,7 +609,7 @@ class _Publish(Scenario):
 
     async def measure(self) -> Measurement:
         s = self.settings
-        meter = _Meter()
+        meter = Meter()
         if self.confirms:
             done = await self.client.publish_confirmed(
                 self.channel, self.queue, s.body, s.messages, s.window
@@ -653,7 +655,7 @@ class _Consume(Scenario):
 
     async def measure(self) -> Measurement:
         s = self.settings
-        meter = _Meter()
+        meter = Meter()
         self.tally = await self.client.consume(self.channel, self.queue, s.messages, self.ack)
         if self.ack:
             # a round trip on the channel: every ack has reached the broker
@@ -702,7 +704,7 @@ class Get(Scenario):
         self.channel = await self.client.channel(False)
 
     async def measure(self) -> Measurement:
-        meter = _Meter()
+        meter = Meter()
         self.tally = await self.client.get(self.channel, self.queue, self.settings.gets)
         return meter.stop(self.tally.count)
 
@@ -736,7 +738,7 @@ class Rpc(Scenario):
 
     async def measure(self) -> Measurement:
         s = self.settings
-        meter = _Meter()
+        meter = Meter()
         async with asyncio.timeout(WAIT):  # one timer for the phase, not one per call
             right = await self.client.call_rpc(
                 self.channel, self.queue, self.reply_queue, s.body, s.calls
@@ -798,15 +800,19 @@ class Rounds:
     as pedantic's setup, target and teardown; :meth:`run` does the same without.
     """
 
+    # what the names given to __init__ mean; api_runners.py reuses this class with its own
+    scenarios: ClassVar[dict[str, Any]] = SCENARIOS
+    clients: ClassVar[dict[str, Any]] = CLIENTS
+
     def __init__(self, scenario: str, client: str, loop: str, settings: Settings, url: str):
-        self.scenario = SCENARIOS[scenario]
-        self.client = CLIENTS[client]
+        self.scenario = self.scenarios[scenario]
+        self.client = self.clients[client]
         self.loop = LOOPS[loop]
         self.settings = settings
         self.url = url
         self.measurements: list[Measurement] = []
         self._runner: asyncio.Runner | None = None
-        self._case: Scenario | None = None
+        self._case: Any = None  # a Scenario (or api_runners' ApiScenario)
         self._measured: Measurement | None = None
 
     def setup(self) -> None:

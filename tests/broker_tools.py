@@ -26,6 +26,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A port that refuses connections for as long as the block runs.
+
+    The socket is bound but not listening, so no other test can take the
+    port meanwhile (a merely free port may become someone's proxy).
+    """
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield int(holder.getsockname()[1])
+
+
 def rabbitmqctl(*args: str, timeout: float = 60) -> str:
     """Run rabbitmqctl and return its output; a failure raises with the output."""
     done = subprocess.run(

@@ -13,6 +13,7 @@ from broker_tools import (
     connections_named,
     free_port,
     loop_exception_log,
+    refused_port,
 )
 
 import amqpfast
@@ -120,8 +121,8 @@ async def test_close_during_an_outage(proxy, amqp_url, unique):
 
 
 async def test_fail_fast_raises_on_the_first_connect():
-    with pytest.raises(AMQPConnectionError):
-        await amqpfast.connect_robust(f"amqp://guest:guest@127.0.0.1:{free_port()}/", timeout=5)
+    with refused_port() as port, pytest.raises(AMQPConnectionError):
+        await amqpfast.connect_robust(f"amqp://guest:guest@127.0.0.1:{port}/", timeout=5)
 
 
 async def test_without_fail_fast_connect_waits_for_the_broker(amqp_url, unique):
@@ -228,9 +229,15 @@ async def test_update_secret_survives_a_reconnect(amqp_url, unique):
 
 
 async def test_several_urls_are_tried_in_turn(amqp_url, unique):
-    dead = amqp_url.replace(":5672/", f":{free_port()}/")
-    alive = robust_url(amqp_url, unique)
-    connection = await amqpfast.connect_robust([dead, alive], timeout=5)
+    with refused_port() as port:
+        # the options (reconnect_interval ...) are read from the first URL
+        dead = robust_url(amqp_url.replace(":5672/", f":{port}/"), unique)
+        alive = robust_url(amqp_url, unique)
+        connection = await amqpfast.connect_robust([dead, alive], timeout=5)
+        await _use_after_kills(connection, unique)
+
+
+async def _use_after_kills(connection: RobustConnection, unique: str) -> None:
     async with connection:
         assert connection.url.port == 5672  # the second one answered
         channel = await connection.channel()
@@ -240,9 +247,10 @@ async def test_several_urls_are_tried_in_turn(amqp_url, unique):
 
 
 async def test_fail_fast_tries_every_url_once():
-    urls = [f"amqp://guest:guest@127.0.0.1:{free_port()}/" for _ in range(2)]
-    with pytest.raises(AMQPConnectionError):
-        await amqpfast.connect_robust(urls, timeout=5)
+    with refused_port() as first, refused_port() as second:
+        urls = [f"amqp://guest:guest@127.0.0.1:{port}/" for port in (first, second)]
+        with pytest.raises(AMQPConnectionError):
+            await amqpfast.connect_robust(urls, timeout=5)
 
 
 async def test_publish_can_wait_for_the_reconnect(amqp_url, unique):

@@ -644,7 +644,25 @@ class Channel:
             was opened with ``on_return_raises``.
         :raises ChannelInvalidStateError: the channel is closed.
         """
-        self._check_open()
+        return await self._publish(
+            body, exchange, routing_key, properties, mandatory, immediate, timeout, False
+        )
+
+    async def _publish(
+        self,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        properties: BasicProperties | None,
+        mandatory: bool,
+        immediate: bool,
+        timeout: float | None,
+        owned: bool,
+    ) -> Any:
+        # owned: the caller made these properties for this publish alone
+        # (the high-level Message does), so they may be marked in place
+        if self._closed:
+            self._check_open()
         connection = self.connection
         protocol = connection._protocol
         if protocol is not None and protocol.paused:
@@ -658,7 +676,7 @@ class Channel:
             return None
         tag = self._delivery_tag + 1
         if mandatory:
-            properties = self._mark_returnable(tag, properties)
+            properties = self._mark_returnable(tag, properties, owned)
         self._writer.publish(
             self.number, body, exchange, routing_key, properties, mandatory, immediate
         )
@@ -670,7 +688,9 @@ class Channel:
             return await future
         return await asyncio.wait_for(future, timeout)
 
-    def _mark_returnable(self, tag: int, properties: BasicProperties | None) -> BasicProperties:
+    def _mark_returnable(
+        self, tag: int, properties: BasicProperties | None, owned: bool
+    ) -> BasicProperties:
         # A returned message is matched to its publish by a key it carries
         # back: its message_id when that is unique among the publishes still
         # awaiting their confirm; else a message_id we give it (when it has
@@ -680,8 +700,10 @@ class Channel:
             key = message_id
         else:
             key = f"amqpfast.{tag}"
-            # a copy: the caller may reuse its properties
-            marked = properties.copy() if properties is not None else BasicProperties()
+            if properties is None:
+                marked = BasicProperties()
+            else:  # a copy, unless the caller gave these to this publish alone
+                marked = properties if owned else properties.copy()
             if message_id:
                 marked.headers = {**(marked.headers or {}), RETURN_KEY_HEADER: key}
             else:
@@ -699,16 +721,21 @@ class Channel:
         return self._confirms.pop(tag, None)
 
     def _on_ack(self, ack: BasicAck) -> None:
-        if ack.multiple:
-            for tag in range(self._confirm_floor, ack.delivery_tag + 1):
-                future = self._confirmed(tag)
-                if future is not None and not future.done():
-                    future.set_result(ack)
-            self._confirm_floor = max(self._confirm_floor, ack.delivery_tag + 1)
-        else:
+        if not ack.multiple:
             future = self._confirmed(ack.delivery_tag)
             if future is not None and not future.done():
                 future.set_result(ack)
+            return
+        # one frame confirms a run of tags: the common case, kept tight
+        confirms = self._confirms
+        marked = self._tag_keys
+        last = ack.delivery_tag
+        for tag in range(self._confirm_floor, last + 1):
+            future = self._confirmed(tag) if marked else confirms.pop(tag, None)
+            if future is not None and not future.done():
+                future.set_result(ack)
+        if last >= self._confirm_floor:
+            self._confirm_floor = last + 1
 
     def _on_nack(self, nack: BasicNack) -> None:
         tags = (
