@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,20 @@ __all__ = ["Exchange", "ExchangeType"]
 
 Arguments = dict[str, Any] | None
 _PAMQP_ACK = spec.Basic.Ack
+# One Basic.Ack frame with multiple=True confirms many publishes: each gets
+# the same pamqp object, made once.
+_last_ack: list[Any] = [None, None]
+
+
+def _pamqp_ack(ack: BasicAck) -> spec.Basic.Ack:
+    """The confirm as pamqp's Basic.Ack, which aio-pika code checks for."""
+    if _last_ack[0] is ack:
+        return _last_ack[1]  # type: ignore[no-any-return]
+    converted = _PAMQP_ACK.__new__(_PAMQP_ACK)
+    converted.delivery_tag = ack.delivery_tag
+    converted.multiple = ack.multiple
+    _last_ack[0], _last_ack[1] = ack, converted
+    return converted
 
 
 class Exchange(AbstractExchange):
@@ -134,22 +149,24 @@ class Exchange(AbstractExchange):
         if self.internal:
             raise ValueError(f"can not publish to internal exchange {self.name!r}")
         channel = self.channel.channel_or_raise()
-        result = await channel._publish(
+        connection = channel.connection
+        protocol = connection._protocol
+        if protocol is not None and protocol.paused:
+            await connection._drain()
+        future = channel._start_publish(
             message.body,
             self.name,
             routing_key,
             message.properties,  # type: ignore[attr-defined]
             mandatory,
             immediate,
-            timeout,
             True,  # Message.properties builds them anew for each publish
         )
+        if future is None:
+            return None
+        result = await (future if timeout is None else asyncio.wait_for(future, timeout))
         if type(result) is BasicAck:
-            # aio-pika code checks isinstance(result, spec.Basic.Ack)
-            ack = _PAMQP_ACK.__new__(_PAMQP_ACK)
-            ack.delivery_tag = result.delivery_tag
-            ack.multiple = result.multiple
-            return ack
+            return _pamqp_ack(result)
         return result
 
     async def delete(

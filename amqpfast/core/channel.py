@@ -644,11 +644,21 @@ class Channel:
             was opened with ``on_return_raises``.
         :raises ChannelInvalidStateError: the channel is closed.
         """
-        return await self._publish(
-            body, exchange, routing_key, properties, mandatory, immediate, timeout, False
+        if self._closed:
+            self._check_open()
+        protocol = self.connection._protocol
+        if protocol is not None and protocol.paused:
+            await self.connection._drain()
+        future = self._start_publish(
+            body, exchange, routing_key, properties, mandatory, immediate, False
         )
+        if future is None:
+            return None
+        if timeout is None:
+            return await future
+        return await asyncio.wait_for(future, timeout)
 
-    async def _publish(
+    def _start_publish(
         self,
         body: bytes,
         exchange: str,
@@ -656,23 +666,20 @@ class Channel:
         properties: BasicProperties | None,
         mandatory: bool,
         immediate: bool,
-        timeout: float | None,
         owned: bool,
-    ) -> Any:
-        # owned: the caller made these properties for this publish alone
-        # (the high-level Message does), so they may be marked in place
+    ) -> asyncio.Future[Any] | None:
+        """Queue a publish for the socket; in confirm mode, the future of its confirm.
+
+        ``owned``: the caller made these properties for this publish alone
+        (the high-level Message does), so they may be marked in place.
+        """
         if self._closed:
-            self._check_open()
-        connection = self.connection
-        protocol = connection._protocol
-        if protocol is not None and protocol.paused:
-            await connection._drain()
             self._check_open()
         if not self.confirm_mode:
             self._writer.publish(
                 self.number, body, exchange, routing_key, properties, mandatory, immediate
             )
-            connection._schedule_flush()
+            self.connection._schedule_flush()
             return None
         tag = self._delivery_tag + 1
         if mandatory:
@@ -683,10 +690,8 @@ class Channel:
         self._delivery_tag = tag
         future = self.loop.create_future()
         self._confirms[tag] = future
-        connection._schedule_flush()
-        if timeout is None:
-            return await future
-        return await asyncio.wait_for(future, timeout)
+        self.connection._schedule_flush()
+        return future
 
     def _mark_returnable(
         self, tag: int, properties: BasicProperties | None, owned: bool
