@@ -14,7 +14,6 @@ Run without pytest (one table, or a selection for profiling):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import math
 import sys
@@ -25,16 +24,19 @@ from typing import Any, ClassVar
 import aio_pika
 from client_runners import (
     CONSUMER_TAG,
-    LOOPS,
     WAIT,
     Admin,
     Measurement,
     Meter,
+    Results,
     Rounds,
     Settings,
     Tally,
+    by_name,
+    cell,
+    cli,
     count_acks,
-    fake_broker,
+    rows,
 )
 from fake_broker import ACKS_QUEUE, SINK_QUEUE, delivery_queue
 
@@ -227,39 +229,9 @@ class Iterate(_Consume):
         return meter.stop(tally.count)
 
 
-class FakePublish(Publish):
-    name = "fake publish"
-    fake = True
-
-
-class FakePublishConfirmed(PublishConfirmed):
-    name = "fake publish+confirm"
-    fake = True
-
-
-class FakeConsume(Consume):
-    name = "fake consume+ack"
-    fake = True
-
-
-class FakeIterate(Iterate):
-    name = "fake iterator+process"
-    fake = True
-
-
-API_SCENARIOS: dict[str, type[ApiScenario]] = {
-    scenario.name: scenario
-    for scenario in (
-        Publish,
-        PublishConfirmed,
-        Consume,
-        Iterate,
-        FakePublish,
-        FakePublishConfirmed,
-        FakeConsume,
-        FakeIterate,
-    )
-}
+# each of them against the real broker, then against the fake one
+_REAL = (Publish, PublishConfirmed, Consume, Iterate)
+API_SCENARIOS: dict[str, type[ApiScenario]] = by_name(_REAL, _REAL)
 
 
 class ApiRounds(Rounds):
@@ -270,14 +242,6 @@ class ApiRounds(Rounds):
 
 
 # ------------------------------------------------------------ the table
-
-Results = dict[tuple[str, str, str], Measurement]  # (scenario, loop, lib) -> measured
-
-
-def _cell(measurement: Measurement | None) -> str:
-    if measurement is None:
-        return f"{'-':>9} {'-':>7}"
-    return f"{measurement.rate:>9,.0f} {measurement.cpu_us:>7.2f}"
 
 
 def ratio(results: Results, scenario: str, loop: str) -> float | None:
@@ -297,13 +261,8 @@ def table(results: Results, settings: Settings) -> list[str]:
         + "".join(f" | {'msg/s':>9} {'µs/msg':>7}" for _ in LIBS)
         + f" | {'aio-pika/af':>12} | target >={TARGET}x",
     ]
-    names, loops = list(API_SCENARIOS), list(LOOPS)
-    rows = sorted(
-        {(scenario, loop) for scenario, loop, _ in results},
-        key=lambda row: (names.index(row[0]), loops.index(row[1])),
-    )
-    for scenario, loop in rows:
-        cells = "".join(f" | {_cell(results.get((scenario, loop, lib)))}" for lib in LIBS)
+    for scenario, loop in rows(results, API_SCENARIOS):
+        cells = "".join(f" | {cell(results.get((scenario, loop, lib)))}" for lib in LIBS)
         value = ratio(results, scenario, loop)
         # rounded down, so that a ratio shown as 10.0x has met the target
         shown = f"{math.floor(value * 10) / 10:>11.1f}x" if value is not None else f"{'-':>12}"
@@ -323,28 +282,7 @@ def table(results: Results, settings: Settings) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--loop", action="append", choices=list(LOOPS))
-    parser.add_argument("--lib", action="append", choices=list(LIBS))
-    parser.add_argument("-k", dest="match", default="", help="scenarios whose name contains it")
-    options = parser.parse_args(argv)
-    settings = Settings()
-    results: Results = {}
-    scenarios = [name for name in API_SCENARIOS if options.match in name]
-    with fake_broker(settings) as broker:
-        for loop in options.loop or list(LOOPS):
-            for scenario in scenarios:
-                url = broker.url if API_SCENARIOS[scenario].fake else settings.url
-                for lib in options.lib or list(LIBS):
-                    measured = ApiRounds(scenario, lib, loop, settings, url).run(settings.rounds)
-                    results[(scenario, loop, lib)] = measured
-                    print(
-                        f"{scenario:<22} {loop:<7} {lib:<8} {_cell(measured)}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-    print("\n".join(table(results, settings)))
-    return 0
+    return cli(argv, __doc__.split("\n")[0], ApiRounds, table, "lib")
 
 
 if __name__ == "__main__":

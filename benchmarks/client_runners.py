@@ -124,10 +124,12 @@ class Client:
     """One client library behind the operations the scenarios need."""
 
     name: ClassVar[str]
+    library: ClassVar[Any]  # the module whose connect() opens the connection
     connection: Any = None
 
     async def connect(self, url: str) -> None:
-        raise NotImplementedError
+        self.connection = await self.library.connect(url)
+        self.waiting: dict[str, asyncio.Future[bytes]] = {}
 
     async def close(self) -> None:
         """Close the connection (once; later calls do nothing)."""
@@ -136,7 +138,7 @@ class Client:
             await connection.close()
 
     async def channel(self, confirms: bool) -> Any:
-        raise NotImplementedError
+        return await self.connection.channel(publisher_confirms=confirms)
 
     async def qos(self, channel: Any, prefetch: int) -> None:
         """Basic.Qos; also the synchronous round trip that ends a phase."""
@@ -179,15 +181,10 @@ class Client:
         raise NotImplementedError
 
 
-class AmqpfastClient(Client):
-    name = "amqpfast"
+class _ChannelClient(Client):
+    """The methods amqpfast's low-level channel and aiormq's spell the same way."""
 
-    async def connect(self, url: str) -> None:
-        self.connection = await amqpfast.connect(url)
-        self.waiting: dict[str, asyncio.Future[bytes]] = {}
-
-    async def channel(self, confirms: bool) -> Any:
-        return await self.connection.channel(publisher_confirms=confirms)
+    properties: ClassVar[Any]  # the class of a message's properties
 
     async def qos(self, channel: Any, prefetch: int) -> None:
         await channel.basic_qos(prefetch_count=prefetch)
@@ -216,6 +213,30 @@ class AmqpfastClient(Client):
             )
             acked += count_acks(confirms)
         return acked
+
+    async def call_rpc(
+        self, channel: Any, queue: str, reply_queue: str, body: bytes, count: int
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        properties = self.properties
+        right = 0
+        for number in range(count):
+            correlation_id = str(number)
+            future = self.waiting[correlation_id] = loop.create_future()
+            await channel.basic_publish(
+                body,
+                routing_key=queue,
+                properties=properties(reply_to=reply_queue, correlation_id=correlation_id),
+            )
+            if await future == body:
+                right += 1
+        return right
+
+
+class AmqpfastClient(_ChannelClient):
+    name = "amqpfast"
+    library = amqpfast
+    properties = BasicProperties
 
     async def consume(self, channel: Any, queue: str, count: int, ack: bool) -> Tally:
         done = asyncio.get_running_loop().create_future()
@@ -264,61 +285,11 @@ class AmqpfastClient(Client):
 
         await channel.basic_consume(reply_queue, on_reply, no_ack=True)
 
-    async def call_rpc(
-        self, channel: Any, queue: str, reply_queue: str, body: bytes, count: int
-    ) -> int:
-        loop = asyncio.get_running_loop()
-        right = 0
-        for number in range(count):
-            correlation_id = str(number)
-            future = self.waiting[correlation_id] = loop.create_future()
-            await channel.basic_publish(
-                body,
-                routing_key=queue,
-                properties=BasicProperties(reply_to=reply_queue, correlation_id=correlation_id),
-            )
-            if await future == body:
-                right += 1
-        return right
 
-
-class AiormqClient(Client):
+class AiormqClient(_ChannelClient):
     name = "aiormq"
-
-    async def connect(self, url: str) -> None:
-        self.connection = await aiormq.connect(url)
-        self.waiting: dict[str, asyncio.Future[bytes]] = {}
-
-    async def channel(self, confirms: bool) -> Any:
-        return await self.connection.channel(publisher_confirms=confirms)
-
-    async def qos(self, channel: Any, prefetch: int) -> None:
-        await channel.basic_qos(prefetch_count=prefetch)
-
-    async def message_count(self, channel: Any, queue: str) -> int:
-        return int((await channel.queue_declare(queue, passive=True)).message_count)
-
-    async def exclusive_queue(self, channel: Any) -> str:
-        return str((await channel.queue_declare("", exclusive=True)).queue)
-
-    async def publish(self, channel: Any, queue: str, body: bytes, count: int) -> int:
-        for _ in range(count):
-            await channel.basic_publish(body, routing_key=queue)
-        return count
-
-    async def publish_confirmed(
-        self, channel: Any, queue: str, body: bytes, count: int, window: int
-    ) -> int:
-        acked = 0
-        for start in range(0, count, window):
-            confirms = await asyncio.gather(
-                *[
-                    channel.basic_publish(body, routing_key=queue)
-                    for _ in range(min(window, count - start))
-                ]
-            )
-            acked += count_acks(confirms)
-        return acked
+    library = aiormq
+    properties = spec.Basic.Properties
 
     async def consume(self, channel: Any, queue: str, count: int, ack: bool) -> Tally:
         done = asyncio.get_running_loop().create_future()
@@ -367,35 +338,10 @@ class AiormqClient(Client):
 
         await channel.basic_consume(reply_queue, on_reply, no_ack=True)
 
-    async def call_rpc(
-        self, channel: Any, queue: str, reply_queue: str, body: bytes, count: int
-    ) -> int:
-        loop = asyncio.get_running_loop()
-        right = 0
-        for number in range(count):
-            correlation_id = str(number)
-            future = self.waiting[correlation_id] = loop.create_future()
-            await channel.basic_publish(
-                body,
-                routing_key=queue,
-                properties=spec.Basic.Properties(
-                    reply_to=reply_queue, correlation_id=correlation_id
-                ),
-            )
-            if await future == body:
-                right += 1
-        return right
-
 
 class AioPikaClient(Client):
     name = "aio-pika"
-
-    async def connect(self, url: str) -> None:
-        self.connection = await aio_pika.connect(url)
-        self.waiting: dict[str, asyncio.Future[bytes]] = {}
-
-    async def channel(self, confirms: bool) -> Any:
-        return await self.connection.channel(publisher_confirms=confirms)
+    library = aio_pika
 
     async def qos(self, channel: Any, prefetch: int) -> None:
         await channel.set_qos(prefetch_count=prefetch)
@@ -746,41 +692,25 @@ class Rpc(Scenario):
         return meter.stop(right)
 
 
-class FakeConsumeNoAck(ConsumeNoAck):
-    name = "fake consume"
-    fake = True
-
-
-class FakeConsumeAck(ConsumeAck):
-    name = "fake consume+ack"
-    fake = True
-
-
-class FakePublishPlain(PublishPlain):
-    name = "fake publish"
-    fake = True
-
-
-class FakePublishConfirmed(PublishConfirmed):
-    name = "fake publish+confirm"
-    fake = True
-
-
-SCENARIOS: dict[str, type[Scenario]] = {
-    scenario.name: scenario
-    for scenario in (
-        PublishPlain,
-        PublishConfirmed,
-        ConsumeNoAck,
-        ConsumeAck,
-        Get,
-        Rpc,
-        FakeConsumeNoAck,
-        FakeConsumeAck,
-        FakePublishPlain,
-        FakePublishConfirmed,
+def fake_variant(scenario: type[Any]) -> type[Any]:
+    """``scenario`` against the fake broker: ``Fake<class>``, named ``fake <name>``."""
+    return type(
+        f"Fake{scenario.__name__}",
+        (scenario,),
+        {"name": f"fake {scenario.name}", "fake": True, "__module__": scenario.__module__},
     )
-}
+
+
+def by_name(real: Iterable[type[Any]], faked: Iterable[type[Any]]) -> dict[str, type[Any]]:
+    """The scenarios by name: ``real`` as they are, then ``faked`` against the fake broker."""
+    scenarios = [*real, *map(fake_variant, faked)]
+    return {scenario.name: scenario for scenario in scenarios}
+
+
+SCENARIOS: dict[str, type[Scenario]] = by_name(
+    (PublishPlain, PublishConfirmed, ConsumeNoAck, ConsumeAck, Get, Rpc),
+    (ConsumeNoAck, ConsumeAck, PublishPlain, PublishConfirmed),
+)
 
 # amqpfast's CPU per message must be this many times below aiormq's (same run, same loop)
 TARGETS = {"publish": 10, "consume": 10, "publish+confirm": 5, "consume+ack": 5}
@@ -868,7 +798,7 @@ class Rounds:
 Results = dict[tuple[str, str, str], Measurement]  # (scenario, loop, client) -> measured
 
 
-def _cell(measurement: Measurement | None) -> str:
+def cell(measurement: Measurement | None) -> str:
     if measurement is None:
         return f"{'-':>9} {'-':>7}"
     return f"{measurement.rate:>9,.0f} {measurement.cpu_us:>7.2f}"
@@ -893,9 +823,8 @@ def table(results: Results, settings: Settings) -> list[str]:
         + "".join(f" | {'msg/s':>9} {'µs/msg':>7}" for _ in clients)
         + f" | {'aiormq':>9} {'aio-pika':>9}   |",
     ]
-    rows = sorted({(scenario, loop) for scenario, loop, _ in results}, key=_row_order)
-    for scenario, loop in rows:
-        cells = "".join(f" | {_cell(results.get((scenario, loop, c)))}" for c in clients)
+    for scenario, loop in rows(results, SCENARIOS):
+        cells = "".join(f" | {cell(results.get((scenario, loop, c)))}" for c in clients)
         ratios = []
         for client in ("aiormq", "aio-pika"):
             ratio = _ratio(results, (scenario, loop), client)
@@ -915,9 +844,14 @@ def table(results: Results, settings: Settings) -> list[str]:
     return lines
 
 
-def _row_order(row: tuple[str, str]) -> tuple[int, int]:
-    names = list(SCENARIOS)
-    return (names.index(row[0]) if row[0] in names else len(names), list(LOOPS).index(row[1]))
+def rows(results: Results, scenarios: Iterable[str]) -> list[tuple[str, str]]:
+    """The table's (scenario, loop) rows: scenarios in their order, each on every loop."""
+    names, loops = list(scenarios), list(LOOPS)
+
+    def order(row: tuple[str, str]) -> tuple[int, int]:
+        return (names.index(row[0]) if row[0] in names else len(names), loops.index(row[1]))
+
+    return sorted({(scenario, loop) for scenario, loop, _ in results}, key=order)
 
 
 def _verdict(results: Results, scenario: str, loop: str) -> str:
@@ -938,29 +872,47 @@ def _verdict(results: Results, scenario: str, loop: str) -> str:
 # ------------------------------------------------------------ the script
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def cli(
+    argv: list[str] | None,
+    description: str,
+    rounds: type[Rounds],
+    table: Callable[[Results, Settings], list[str]],
+    member: str,
+) -> int:
+    """Run every case selected on the command line, then print the table.
+
+    ``rounds`` gives the scenarios and the clients (or libraries) by name;
+    ``member`` is the option that selects the latter (``client``, ``lib``).
+    """
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--loop", action="append", choices=list(LOOPS))
-    parser.add_argument("--client", action="append", choices=list(CLIENTS))
+    parser.add_argument(
+        f"--{member}", dest="members", action="append", choices=list(rounds.clients)
+    )
     parser.add_argument("-k", dest="match", default="", help="scenarios whose name contains it")
     options = parser.parse_args(argv)
     settings = Settings()
     results: Results = {}
-    scenarios = [name for name in SCENARIOS if options.match in name]
+    scenarios = [name for name in rounds.scenarios if options.match in name]
+    width = max(map(len, rounds.scenarios)) + 1  # the table's scenario column
     with fake_broker(settings) as broker:
         for loop in options.loop or list(LOOPS):
             for scenario in scenarios:
-                url = broker.url if SCENARIOS[scenario].fake else settings.url
-                for client in options.client or list(CLIENTS):
-                    measured = Rounds(scenario, client, loop, settings, url).run(settings.rounds)
-                    results[(scenario, loop, client)] = measured
+                url = broker.url if rounds.scenarios[scenario].fake else settings.url
+                for name in options.members or list(rounds.clients):
+                    measured = rounds(scenario, name, loop, settings, url).run(settings.rounds)
+                    results[(scenario, loop, name)] = measured
                     print(
-                        f"{scenario:<21} {loop:<7} {client:<8} {_cell(measured)}",
+                        f"{scenario:<{width}} {loop:<7} {name:<8} {cell(measured)}",
                         file=sys.stderr,
                         flush=True,
                     )
     print("\n".join(table(results, settings)))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli(argv, __doc__.split("\n")[0], Rounds, table, "client")
 
 
 if __name__ == "__main__":
