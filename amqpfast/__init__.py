@@ -3,6 +3,8 @@
 The names are aio-pika's: ``import amqpfast as aio_pika`` runs aio-pika code.
 """
 
+import logging
+
 from . import abc, patterns, pool
 from ._version import __version__
 from .abc import DeliveryMode, ExchangeType
@@ -16,6 +18,11 @@ from .robust_channel import RobustChannel
 from .robust_connection import RobustConnection, connect_robust
 from .robust_exchange import RobustExchange
 from .robust_queue import RobustQueue
+
+# The library's loggers are under "amqpfast"; the application decides where
+# they go (no output unless it configures logging).
+logger = logging.getLogger("amqpfast")
+logger.addHandler(logging.NullHandler())
 
 __all__ = [
     "AMQPError",
@@ -40,6 +47,7 @@ __all__ = [
     "abc",
     "connect",
     "connect_robust",
+    "logger",
     "patterns",
     "pool",
 ]
