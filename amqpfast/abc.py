@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from enum import Enum, IntEnum, unique
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
@@ -20,19 +22,32 @@ __all__ = [
     "AbstractProcessContext",
     "AbstractQueue",
     "AbstractQueueIterator",
+    "AbstractRobustChannel",
+    "AbstractRobustConnection",
+    "AbstractRobustExchange",
+    "AbstractRobustQueue",
     "AbstractTransaction",
+    "CallbackSetType",
+    "CallbackType",
+    "ChannelCloseCallback",
+    "ConnectionCloseCallback",
+    "ConnectionParameter",
     "ConsumerTag",
     "DateType",
+    "DeclarationResult",
     "DeliveryMode",
     "ExchangeParamType",
     "ExchangeType",
     "FieldValue",
     "HeadersType",
     "MessageInfo",
+    "NoneType",
     "PublishResultType",
     "SSLOptions",
     "TimeoutType",
     "TransactionState",
+    "UnderlayChannel",
+    "UnderlayConnection",
     "get_exchange_name",
 ]
 
@@ -297,6 +312,63 @@ class AbstractConnection(ABC):
     @abstractmethod
     def is_closed(self) -> bool:
         """Whether it is closed."""
+
+
+class AbstractRobustExchange(AbstractExchange):
+    """An exchange declared again after a reconnect."""
+
+
+class AbstractRobustQueue(AbstractQueue):
+    """A queue declared, bound and consumed again after a reconnect."""
+
+
+class AbstractRobustChannel(AbstractChannel):
+    """A channel restored after a reconnect."""
+
+
+class AbstractRobustConnection(AbstractConnection):
+    """A connection that reconnects by itself."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeclarationResult:
+    """Counts a queue declaration reports."""
+
+    message_count: int
+    consumer_count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionParameter:
+    """A URL option: its name, how it is read, its default (as text)."""
+
+    name: str
+    parser: Callable[[str], Any]
+    default: str | None = None
+    is_kwarg: bool = False
+
+
+@dataclasses.dataclass
+class UnderlayChannel:
+    """The low-level channel under a high-level one (aio-pika's name for it)."""
+
+    channel: Any
+    close_callback: Any = None
+
+
+@dataclasses.dataclass
+class UnderlayConnection:
+    """The low-level connection under a high-level one (aio-pika's name for it)."""
+
+    connection: Any
+    close_callback: Any = None
+
+
+NoneType = type(None)
+CallbackType = Callable[..., Any]
+CallbackSetType = set[CallbackType]
+ChannelCloseCallback = Callable[[AbstractChannel | None, BaseException | None], Any]
+ConnectionCloseCallback = Callable[[AbstractConnection | None, BaseException | None], Any]
 
 
 def get_exchange_name(value: ExchangeParamType | None) -> str:

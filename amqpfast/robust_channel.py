@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as spec
 
-from .abc import ExchangeType, TimeoutType
+from .abc import AbstractRobustChannel, ExchangeType, TimeoutType
 from .channel import Channel
 from .exceptions import AMQPError
 from .queue import Queue
@@ -27,7 +27,7 @@ __all__ = ["RobustChannel"]
 Arguments = dict[str, Any] | None
 
 
-class RobustChannel(Channel):
+class RobustChannel(Channel, AbstractRobustChannel):
     """A :class:`Channel` of a :class:`RobustConnection`.
 
     It records its QoS, the exchanges and queues declared with ``robust=True``

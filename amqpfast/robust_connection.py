@@ -11,7 +11,7 @@ from typing import Any
 
 from yarl import URL
 
-from .abc import SSLOptions, TimeoutType
+from .abc import AbstractRobustConnection, SSLOptions, TimeoutType
 from .connection import Connection, make_url
 from .core import Connection as LowLevelConnection
 from .exceptions import CONNECTION_EXCEPTIONS, AMQPConnectionError
@@ -24,7 +24,7 @@ log = logging.getLogger("amqpfast.robust")
 __all__ = ["RobustConnection", "connect_robust"]
 
 
-class RobustConnection(Connection):
+class RobustConnection(Connection, AbstractRobustConnection):
     """A :class:`Connection` that reconnects by itself.
 
     When the connection is lost, a supervisor task reconnects, waiting

@@ -6,7 +6,13 @@ from typing import Any
 
 from pamqp import commands as spec
 
-from .abc import AbstractMessage, ExchangeParamType, TimeoutType, get_exchange_name
+from .abc import (
+    AbstractMessage,
+    AbstractRobustExchange,
+    ExchangeParamType,
+    TimeoutType,
+    get_exchange_name,
+)
 from .exchange import Exchange
 
 __all__ = ["RobustExchange"]
@@ -14,7 +20,7 @@ __all__ = ["RobustExchange"]
 Arguments = dict[str, Any] | None
 
 
-class RobustExchange(Exchange):
+class RobustExchange(Exchange, AbstractRobustExchange):
     """An :class:`Exchange` that remembers its exchange-to-exchange bindings."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pamqp import commands as spec
 
-from .abc import ConsumerTag, ExchangeParamType, TimeoutType, get_exchange_name
+from .abc import AbstractRobustQueue, ConsumerTag, ExchangeParamType, TimeoutType, get_exchange_name
 from .queue import Callback, Queue, QueueIterator
 
 __all__ = ["RobustQueue", "RobustQueueIterator"]
@@ -15,7 +15,7 @@ __all__ = ["RobustQueue", "RobustQueueIterator"]
 Arguments = dict[str, Any] | None
 
 
-class RobustQueue(Queue):
+class RobustQueue(Queue, AbstractRobustQueue):
     """A :class:`Queue` that remembers its bindings and consumers.
 
     A server-named queue gets a new name from the broker on restore; its
