@@ -49,7 +49,7 @@ source .venv/bin/activate
 unset AMQPFAST_NO_EXTENSIONS
 
 lint_paths=()
-for path in amqpfast tests benchmarks examples scripts setup.py; do
+for path in amqpfast tests benchmarks examples scripts docs setup.py; do
     if [ -e "$path" ]; then lint_paths+=("$path"); fi
 done
 
@@ -63,6 +63,12 @@ step "pytest" python -m pytest --durations=10 || true
 # -rfEX: here every compiled-codec test is skipped on purpose; do not list them.
 step "pytest codec (python)" env AMQPFAST_NO_EXTENSIONS=1 \
     python -m pytest tests -k codec -rfEX --durations=5 || true
+
+# The documentation builds with warnings as errors.
+step docs bash scripts/docs.sh || true
+# The wheel and the pure-Python wheel, each installed into a fresh virtual
+# environment and tested there, and the cibuildwheel configuration.
+step package bash scripts/package.sh || true
 
 summary
 exit "$FAILED"
