@@ -310,5 +310,9 @@ class RobustChannel(Channel, AbstractRobustChannel):
         self._queues = [queue for queue in self._queues if queue.name != queue_name]
         return result
 
+    def _forget_exchange(self, exchange: RobustExchange) -> None:
+        if self._exchanges.get(exchange.name) is exchange:
+            del self._exchanges[exchange.name]
+
     def _forget_queue(self, queue: RobustQueue) -> None:
         self._queues = [known for known in self._queues if known is not queue]

@@ -77,6 +77,14 @@ class RobustExchange(Exchange, AbstractRobustExchange):
             message, routing_key, mandatory=mandatory, immediate=immediate, timeout=timeout
         )
 
+    async def delete(
+        self, if_unused: bool = False, timeout: TimeoutType = None
+    ) -> spec.Exchange.DeleteOk:
+        """Delete the exchange; it is not declared again after a reconnect."""
+        result = await super().delete(if_unused, timeout)
+        self.channel._forget_exchange(self)  # type: ignore[attr-defined]
+        return result
+
     async def restore_declaration(self) -> None:
         """Declare the exchange again (first step of a restore)."""
         await self.declare()

@@ -154,6 +154,9 @@ async def test_deleted_entities_do_not_come_back(amqp_url, unique):
         probe = await connection.channel()
         with pytest.raises(ChannelNotFoundEntity):
             await probe.declare_queue(f"{unique}.gone", passive=True, robust=False)
+        probe = await connection.channel()
+        with pytest.raises(ChannelNotFoundEntity):
+            await probe.declare_exchange(f"{unique}.gone", passive=True, robust=False)
 
 
 async def test_queue_iterator_goes_on_after_a_kill(amqp_url, unique):

@@ -35,7 +35,6 @@ log = logging.getLogger("amqpfast.core")
 __all__ = ["Connection", "ConnectionTimeout", "connect"]
 
 # What we ask for when the URL says nothing.
-DEFAULT_HEARTBEAT = 60
 DEFAULT_CHANNEL_MAX = 2047
 DEFAULT_FRAME_MAX = 131072
 DEFAULT_CONNECT_TIMEOUT = 30.0
