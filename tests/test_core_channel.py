@@ -375,3 +375,28 @@ async def test_publishers_wait_while_the_transport_is_paused(proxy, amqp_url):
         await asyncio.wait_for(publisher, 60)
     assert problems == []
     await conn.close()
+
+
+async def test_async_callbacks_run_in_a_task_with_their_own_context(channel: Channel):
+    import contextvars
+
+    seen = contextvars.ContextVar("seen", default=None)
+    queue = await declare_queue(channel)
+    for number in range(3):
+        await channel.basic_publish(str(number).encode(), routing_key=queue)
+    results: list[tuple[object, bool]] = []
+    done = asyncio.Event()
+
+    async def on_message(message: DeliveredMessage) -> None:
+        before = seen.get()
+        seen.set(message.body)
+        async with asyncio.timeout(5):  # needs a current task
+            await asyncio.sleep(0)
+        results.append((before, asyncio.current_task() is not None))
+        if len(results) == 3:
+            done.set()
+
+    await channel.basic_consume(queue, on_message, no_ack=True)
+    await asyncio.wait_for(done.wait(), 10)
+
+    assert results == [(None, True)] * 3  # nothing leaks from the message before
