@@ -273,6 +273,10 @@ class QueueIterator(AbstractQueueIterator):
         self._wake()
         consumer_tag, self._consumer_tag = self._consumer_tag, None
         self._amqp_queue.close_callbacks.discard(self._on_queue_closed)
+        recorded = getattr(self._amqp_queue, "_consumers", None)
+        if recorded is not None and consumer_tag is not None:
+            # a robust queue must not start this consumer again after a reconnect
+            recorded.pop(consumer_tag, None)
         channel = self._amqp_queue.channel
         if consumer_tag is None or channel.is_closed:
             self._buffer.clear()

@@ -433,18 +433,27 @@ class Connection:
             if self._blocked is None:
                 self._blocked = self.loop.create_future()
             for callback in list(self.blocked_callbacks):
-                callback(self, method.reason)
+                self._callback(callback, self, method.reason)
         elif isinstance(method, spec.Connection.Unblocked):
             blocked, self._blocked = self._blocked, None
             if blocked is not None and not blocked.done():
                 blocked.set_result(None)
             for unblocked in list(self.unblocked_callbacks):
-                unblocked(self)
+                self._callback(unblocked, self)
         elif isinstance(method, spec.Connection.UpdateSecretOk):
             if waiter is not None and not waiter.done():
                 waiter.set_result(method)
         else:
             log.warning("unexpected method on channel 0: %r", method)
+
+    def _callback(self, callback: Callable[..., Any], *args: Any) -> None:
+        # a failing user callback must not take the connection down with it
+        try:
+            result = callback(*args)
+            if asyncio.iscoroutine(result):
+                self.loop.create_task(result)
+        except Exception:
+            log.exception("callback %r failed", callback)
 
     def _on_protocol_error(self, error: ProtocolError) -> None:
         log.error("closing the connection: the broker sent %s", error)
