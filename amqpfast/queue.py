@@ -230,7 +230,7 @@ class QueueIterator(AbstractQueueIterator):
         self._consume_kwargs = kwargs
         self._timeout: float | None = kwargs.get("timeout")
         self._buffer: deque[IncomingMessage] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []  # readers waiting for a message
         self._consumer_tag: ConsumerTag | None = None
         self._closed = False
         queue.close_callbacks.add(self._on_queue_closed)
@@ -251,9 +251,10 @@ class QueueIterator(AbstractQueueIterator):
         self._wake()
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _on_queue_closed(self, _queue: Any, _error: BaseException | None = None) -> None:
         self._closed = True
@@ -307,15 +308,14 @@ class QueueIterator(AbstractQueueIterator):
         while not self._buffer:
             if self._closed or self._amqp_queue.channel._gone:
                 raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
             try:
                 if self._timeout is None:
-                    await self._waiter
+                    await waiter
                 else:
-                    await asyncio.wait_for(self._waiter, self._timeout)
+                    await asyncio.wait_for(waiter, self._timeout)
             except TimeoutError:
                 await asyncio.wait_for(self.close(), self.DEFAULT_CLOSE_TIMEOUT)
                 raise
-            finally:
-                self._waiter = None
         return self._buffer.popleft()

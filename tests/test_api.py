@@ -430,3 +430,18 @@ async def test_logs_and_errors_never_show_the_password(amqp_url, caplog):
         assert secret not in record.getMessage()
         assert "guest:guest@" not in record.getMessage()
     assert any("connected to" in record.getMessage() for record in caplog.records)
+
+
+async def test_two_readers_of_one_iterator_both_end_on_close(chan: Channel):
+    queue = await chan.declare_queue(exclusive=True)
+    iterator = queue.iterator()
+    await iterator.consume()
+
+    async def read() -> list[bytes]:
+        return [message.body async for message in iterator]
+
+    readers = [asyncio.ensure_future(read()) for _ in range(2)]
+    await asyncio.sleep(0.1)
+    await iterator.close()
+
+    assert await asyncio.wait_for(asyncio.gather(*readers), 5) == [[], []]

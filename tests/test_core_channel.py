@@ -400,3 +400,27 @@ async def test_async_callbacks_run_in_a_task_with_their_own_context(channel: Cha
     await asyncio.wait_for(done.wait(), 10)
 
     assert results == [(None, True)] * 3  # nothing leaks from the message before
+
+
+async def test_a_get_that_gave_up_gives_its_message_back(channel: Channel):
+    queue = await declare_queue(channel)
+    await channel.basic_publish(b"not lost", routing_key=queue)
+
+    with pytest.raises(TimeoutError):
+        await channel.basic_get(queue, timeout=0.0)  # the GetOk comes after we gave up
+
+    await asyncio.sleep(0.3)  # the late GetOk arrives and is nacked back to the queue
+    assert (await channel.queue_declare(queue, passive=True)).message_count == 1
+    message = await channel.basic_get(queue, timeout=5)
+    assert message.body == b"not lost" and message.redelivered
+
+
+async def test_a_consume_that_gave_up_leaves_no_consumer(channel: Channel):
+    queue = await declare_queue(channel)
+
+    with pytest.raises(TimeoutError):
+        await channel.basic_consume(queue, lambda message: None, timeout=0.0)
+    await asyncio.sleep(0.2)
+
+    assert (await channel.queue_declare(queue, passive=True)).consumer_count == 0
+    assert channel.consumers == {}

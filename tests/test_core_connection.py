@@ -169,3 +169,15 @@ async def test_mechanism_the_broker_does_not_offer_is_refused(amqp_url):
     # that a test may not enable, so the client must say it cannot log in.
     with pytest.raises(AuthenticationError, match="EXTERNAL"):
         await connect(f"{amqp_url}?auth=external", timeout=10)
+
+
+async def test_concurrent_update_secret_calls_both_finish(amqp_url):
+    async with await connect(amqp_url) as conn:
+        await asyncio.wait_for(
+            asyncio.gather(
+                conn.update_secret("guest", "first", timeout=10),
+                conn.update_secret("guest", "second", timeout=10),
+            ),
+            15,
+        )
+        assert conn.is_opened

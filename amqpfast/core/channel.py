@@ -54,17 +54,19 @@ _DONE = cast(Awaitable[None], _Done())
 class _Pending:
     """A synchronous method sent, its reply awaited."""
 
-    __slots__ = ("expect", "future", "on_reply")
+    __slots__ = ("expect", "future", "on_late", "on_reply")
 
     def __init__(
         self,
         expect: tuple[type, ...],
         future: asyncio.Future[Any],
         on_reply: Callable[[Any], None] | None,
+        on_late: Callable[[Any], None] | None,
     ) -> None:
         self.expect = expect
         self.future = future
-        self.on_reply = on_reply
+        self.on_reply = on_reply  # called with the reply before the caller gets it
+        self.on_late = on_late  # called with a reply that came after the caller gave up
 
 
 class Channel:
@@ -146,12 +148,13 @@ class Channel:
         timeout: float | None,
         on_reply: Callable[[Any], None] | None = None,
         opening: bool = False,
+        on_late: Callable[[Any], None] | None = None,
     ) -> Any:
         """Send a synchronous method and wait for its reply."""
         async with self._lock:
             if not opening:
                 self._check_open()
-            pending = _Pending(expect, self.loop.create_future(), on_reply)
+            pending = _Pending(expect, self.loop.create_future(), on_reply, on_late)
             self._pending.append(pending)
             self.connection._send_method(self.number, method)
             if timeout is None:
@@ -183,6 +186,8 @@ class Channel:
                     if head.on_reply is not None:
                         head.on_reply(method)
                     head.future.set_result(method)
+                elif head.on_late is not None:
+                    head.on_late(method)
                 return True
             if head.future.done():  # abandoned after a timeout, its reply never came
                 pending.popleft()
@@ -552,8 +557,13 @@ class Channel:
             # must be in place before they are dispatched.
             self._consumers[ok.consumer_tag or tag] = consumer_callback
 
+        def late(ok: spec.Basic.ConsumeOk) -> None:
+            # the caller gave up: a consumer nobody expects must not take messages
+            if not self._closed:
+                self._send_async(spec.Basic.Cancel(consumer_tag=ok.consumer_tag, nowait=True))
+
         return await self._call(  # type: ignore[no-any-return]
-            method, (spec.Basic.ConsumeOk,), timeout, on_reply=register
+            method, (spec.Basic.ConsumeOk,), timeout, on_reply=register, on_late=late
         )
 
     async def basic_cancel(
@@ -581,7 +591,19 @@ class Channel:
     ) -> DeliveredMessage:
         """Fetch one message; an empty queue gives a message whose delivery is Basic.GetEmpty."""
         method = spec.Basic.Get(queue=queue, no_ack=no_ack)
-        result = await self._call(method, (DeliveredMessage, spec.Basic.GetEmpty), timeout)
+
+        def late(reply: Any) -> None:
+            # the caller gave up (timeout, cancel): give the message back
+            if not isinstance(reply, DeliveredMessage):
+                return
+            if no_ack:
+                log.warning("message fetched with no_ack after its basic_get gave up: lost")
+            elif not self._closed:
+                self.basic_nack(reply.delivery_tag, requeue=True)  # type: ignore[arg-type]
+
+        result = await self._call(
+            method, (DeliveredMessage, spec.Basic.GetEmpty), timeout, on_late=late
+        )
         if isinstance(result, spec.Basic.GetEmpty):
             return DeliveredMessage(result, BasicProperties(), b"", self)
         return result  # type: ignore[no-any-return]

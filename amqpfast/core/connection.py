@@ -120,6 +120,7 @@ class Connection:
         self._silent_ticks = 0
         self._blocked: asyncio.Future[None] | None = None
         self._close_ok: asyncio.Future[None] | None = None
+        self._secret_lock = asyncio.Lock()
         self._closing_started = False
         self._handshaking = False
         self._credentials_sent = False
@@ -582,15 +583,17 @@ class Connection:
         :param reason: why, for the broker's log.
         :param timeout: seconds to wait for UpdateSecretOk.
         """
-        self._check_open()
-        self.parameters = dataclasses.replace(self.parameters, password=new_secret)
-        self._waiting_for = (spec.Connection.UpdateSecretOk,)
-        self._waiter = self.loop.create_future()
-        self._send_method(0, spec.Connection.UpdateSecret(new_secret=new_secret, reason=reason))
-        try:
-            await asyncio.wait_for(self._waiter, timeout)
-        finally:
-            self._waiter = None
+        async with self._secret_lock:  # one at a time: they share the channel-0 waiter
+            self._check_open()
+            self.parameters = dataclasses.replace(self.parameters, password=new_secret)
+            self._waiting_for = (spec.Connection.UpdateSecretOk,)
+            waiter = self._waiter = self.loop.create_future()
+            self._send_method(0, spec.Connection.UpdateSecret(new_secret=new_secret, reason=reason))
+            try:
+                await asyncio.wait_for(waiter, timeout)
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
 
     async def __aenter__(self) -> Connection:
         if self._protocol is None:
