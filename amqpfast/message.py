@@ -250,8 +250,8 @@ _DELIVERY_MODES: dict[Any, DeliveryMode] = {
 }
 
 
-def _slot_setter(name: str) -> Callable[[Any, Any], None]:
-    setter: Callable[[Any, Any], None] = Message.__dict__[name].__set__
+def _slot_setter(name: str, cls: type = Message) -> Callable[[Any, Any], None]:
+    setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
     return setter
 
 
@@ -483,17 +483,12 @@ class IncomingMessage(Message, AbstractIncomingMessage):
         return info
 
 
-def _incoming_setter(name: str) -> Callable[[Any, Any], None]:
-    setter: Callable[[Any, Any], None] = IncomingMessage.__dict__[name].__set__
-    return setter
-
-
-_set_processed = _incoming_setter("_processed")
-_set_channel = _incoming_setter("_channel")
-_set_delivery = _incoming_setter("_delivery")
-_set_properties = _incoming_setter("_properties")
-_set_incoming_body = _incoming_setter("_body")
-_set_no_ack = _incoming_setter("_no_ack")
+_set_processed = _slot_setter("_processed", IncomingMessage)
+_set_channel = _slot_setter("_channel", IncomingMessage)
+_set_delivery = _slot_setter("_delivery", IncomingMessage)
+_set_properties = _slot_setter("_properties", IncomingMessage)
+_set_incoming_body = _slot_setter("_body", IncomingMessage)
+_set_no_ack = _slot_setter("_no_ack", IncomingMessage)
 
 
 class ReturnedMessage(IncomingMessage):

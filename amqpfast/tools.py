@@ -6,26 +6,17 @@ import asyncio
 import inspect
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Generator, Iterator, MutableSet
+from collections.abc import Awaitable, Callable, Iterator, MutableSet
 from itertools import chain
 from typing import Any
+
+from .core._drive import DONE
 
 log = logging.getLogger("amqpfast")
 
 __all__ = ["CallbackCollection"]
 
 Callback = Callable[..., Any]
-
-
-class _Done:
-    """An awaitable that is finished already."""
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return
-        yield
-
-
-_DONE = _Done()
 
 
 class CallbackCollection(MutableSet[Callback]):
@@ -130,13 +121,13 @@ class CallbackCollection(MutableSet[Callback]):
             except Exception:
                 log.exception("callback %r failed", callback)
                 continue
-            if inspect.isawaitable(result) and result is not _DONE:
+            if inspect.isawaitable(result) and result is not DONE:
                 task = asyncio.ensure_future(result)
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
                 futures.append(task)
         if not futures:
-            return _DONE
+            return DONE
         return asyncio.gather(*futures, return_exceptions=True)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:

@@ -14,13 +14,25 @@ import asyncio
 import logging
 import sys
 import types
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, cast
 
 log = logging.getLogger("amqpfast.core")
 
 _CoroutineType = types.CoroutineType
 _EAGER = sys.version_info >= (3, 12)
+
+
+class _Done:
+    """An awaitable that is already finished (what basic_ack and friends return)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Iterator[Any]:
+        return iter(())  # finishes at once; cheaper than a generator
+
+
+DONE = cast(Awaitable[None], _Done())
 
 
 class CallbackRunner:

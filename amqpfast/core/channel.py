@@ -6,8 +6,8 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from pamqp import commands as spec
 
@@ -19,7 +19,7 @@ from ..exceptions import (
     PublishError,
     channel_error,
 )
-from ._drive import CallbackRunner
+from ._drive import DONE, CallbackRunner
 from .message import DeliveredMessage
 
 if TYPE_CHECKING:
@@ -37,18 +37,6 @@ Arguments = dict[str, Any] | None
 _tag_counter = itertools.count(1)
 # Carries the key of a mandatory publish whose own message_id is not unique.
 RETURN_KEY_HEADER = "x-amqpfast-return-key"
-
-
-class _Done:
-    """An awaitable that is already finished: what basic_ack and friends return."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Iterator[Any]:
-        return iter(())  # finishes at once; cheaper than a generator
-
-
-_DONE = cast(Awaitable[None], _Done())
 
 
 class _Pending:
@@ -614,7 +602,7 @@ class Channel:
             self._check_open()
         self._writer.ack(self.number, delivery_tag, multiple)
         self.connection._schedule_flush()
-        return _DONE
+        return DONE
 
     def basic_nack(
         self, delivery_tag: int, multiple: bool = False, requeue: bool = True
@@ -624,7 +612,7 @@ class Channel:
             self._check_open()
         self._writer.nack(self.number, delivery_tag, multiple, requeue)
         self.connection._schedule_flush()
-        return _DONE
+        return DONE
 
     def basic_reject(self, delivery_tag: int, requeue: bool = True) -> Awaitable[None]:
         """Reject one delivery, requeued by default."""
@@ -632,7 +620,7 @@ class Channel:
             self._check_open()
         self._writer.reject(self.number, delivery_tag, requeue)
         self.connection._schedule_flush()
-        return _DONE
+        return DONE
 
     async def basic_recover(
         self, requeue: bool = False, timeout: float | None = None
