@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from broker_tools import close_connections_named, loop_exception_log
+from broker_tools import close_connections_named, loop_exception_log, rabbitmqctl
 
 from amqpfast import codec
 from amqpfast.core import Connection, connect
@@ -154,6 +154,28 @@ async def test_silent_peer_is_detected_by_heartbeat(proxy, amqp_url):
 
     # two intervals of silence, checked every half interval
     assert loop.time() - started < 3.5
+
+
+async def test_a_channel_whose_opening_timed_out_is_closed_on_the_broker(proxy, amqp_url, unique):
+    conn = await connect(proxy.url(amqp_url) + f"?name={unique}")
+    try:
+        proxy.stall()
+        with pytest.raises(TimeoutError):
+            await conn.channel(timeout=0.2)
+        proxy.resume()  # the Open reaches the broker after all, our Close right behind it
+
+        # The number comes free only with the broker's CloseOk: until then it stays taken.
+        async with asyncio.timeout(5):
+            while (channel := await conn.channel()).number != 1:
+                await channel.close()
+        listing = await asyncio.to_thread(
+            rabbitmqctl, "list_connections", "client_properties", "channels", "-q"
+        )
+        line = next(row for row in listing.splitlines() if unique in row)
+        assert line.rsplit("\t", 1)[1] == "1"
+        assert (await channel.queue_declare("", exclusive=True)).queue
+    finally:
+        await conn.close()
 
 
 async def test_heartbeats_keep_an_idle_connection_open(amqp_url):

@@ -1,26 +1,30 @@
-"""Calling user callbacks: plain functions at once, coroutines in a Task each.
+"""Calling user callbacks: plain functions at once, coroutines in driver Tasks.
 
-A coroutine callback gets a Task of its own, as in aio-pika: asyncio.timeout,
-TaskGroup, wait_for (3.12+) and aiohttp need a current task, and context
-variables must not leak from one message to the next. On Python 3.12+ the Task
-starts eagerly, so a callback that never waits finishes inside the dispatch
-without a trip through the event loop. (Driving the coroutine by hand until it
-first waits is cheaper still, but breaks exactly those tools.)
+A coroutine callback must run inside a Task, as in aio-pika: asyncio.timeout,
+TaskGroup, wait_for and aiohttp need a current task, and context variables
+must not leak from one message to the next. A Task per message costs more than
+the rest of a delivery together, so coroutines wait in a queue and a *driver*
+Task runs them one after another, each in a fresh copy of the context. Most
+handlers finish without waiting; they cost a ``send`` each. A handler that
+does wait keeps its driver for the rest of its life (so the task it saw as
+current stays its own), and a new driver takes over the queue: at any moment
+every unfinished handler has a Task of its own, never shared.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-import sys
 import types
-from collections.abc import Awaitable, Callable, Iterator
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from typing import Any, cast
 
 log = logging.getLogger("amqpfast.core")
 
 _CoroutineType = types.CoroutineType
-_EAGER = sys.version_info >= (3, 12)
+_copy_context = contextvars.copy_context
 
 
 class _Done:
@@ -35,54 +39,125 @@ class _Done:
 DONE = cast(Awaitable[None], _Done())
 
 
+@types.coroutine
+def _resume(
+    coro: Coroutine[Any, Any, Any], context: contextvars.Context, waiting_on: Any
+) -> Generator[Any, Any, None]:
+    """Carry on a coroutine that was stepped by hand until it first waited.
+
+    What the coroutine yields goes to the running Task, and what the Task sends
+    or throws back goes to the coroutine, as ``await`` would do, each step in
+    the coroutine's own context.
+    """
+    step: Callable[[Any], Any]
+    while True:
+        try:
+            sent = yield waiting_on
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # cancellation included: it is the coroutine's
+            step, value = coro.throw, exc
+        else:
+            step, value = coro.send, sent
+        try:
+            waiting_on = context.run(step, value)
+        except StopIteration:
+            return
+
+
 class CallbackRunner:
-    """Runs callbacks (plain or async) and keeps the Tasks of those that wait.
+    """Runs callbacks (plain or async) in the order they are handed in.
 
     :param what: how to name a failing callback in the log.
     """
 
-    __slots__ = ("_loop", "_tasks", "_what")
+    __slots__ = ("_drivers", "_loop", "_queue", "_taken", "_what")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, what: str) -> None:
         self._loop = loop
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._queue: deque[Coroutine[Any, Any, Any]] = deque()
+        self._taken = False  # a driver is on its way to the queue, or working it
+        self._drivers: set[asyncio.Future[Any]] = set()
         self._what = what
 
     def call(self, callback: Callable[..., Any], *args: Any) -> None:
-        """Call ``callback(*args)``; if it returns a coroutine, run it in a Task."""
+        """Call ``callback(*args)``; a coroutine it returns runs in a driver Task."""
         try:
             result = callback(*args)
-            if result is None:
-                return
-            if type(result) is _CoroutineType:
-                if _EAGER:
-                    task = asyncio.Task(result, loop=self._loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-                    if task.done():
-                        self._done(task)
-                        return
-                else:
-                    task = self._loop.create_task(result)
-            elif asyncio.isfuture(result) or asyncio.iscoroutine(result):
-                task = asyncio.ensure_future(result, loop=self._loop)
-            else:
-                return
         except Exception:
             log.exception("%s %r failed", self._what, callback)
             return
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        if result is None:
+            return
+        if type(result) is _CoroutineType:
+            self._queue.append(result)
+            if not self._taken:
+                self._start_driver()
+        elif asyncio.isfuture(result) or asyncio.iscoroutine(result):
+            future = asyncio.ensure_future(result, loop=self._loop)
+            self._drivers.add(future)
+            future.add_done_callback(self._awaitable_done)
 
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", self._what, exc_info=task.exception())
+    def _start_driver(self) -> None:
+        self._taken = True
+        self._drivers.add(self._loop.create_task(self._drive()))
+
+    async def _drive(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        queue = self._queue
+        waiting: tuple[Any, contextvars.Context, Any] | None = None
+        try:
+            # A cancelled driver takes nothing more: someone kept it as the
+            # current task of a handler, and no later handler may inherit that.
+            while queue and not task.cancelling():
+                coro = queue.popleft()
+                context = _copy_context()
+                try:
+                    waiting_on = context.run(coro.send, None)
+                except StopIteration:
+                    continue
+                except Exception as exc:
+                    self._failed(exc)
+                    continue
+                except asyncio.CancelledError:
+                    continue  # the handler cancelled itself, as a Task would ignore
+                waiting = (coro, context, waiting_on)
+                break
+        finally:
+            self._taken = False
+            if queue:
+                self._start_driver()
+        try:
+            if waiting is not None:
+                # This Task belongs to the waiting handler from now on.
+                await _resume(*waiting)
+        except Exception as exc:
+            self._failed(exc)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._drivers.discard(task)
+
+    def _failed(self, exc: BaseException) -> None:
+        log.error("%s failed", self._what, exc_info=exc)
+
+    def _awaitable_done(self, future: asyncio.Future[Any]) -> None:
+        self._drivers.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            self._failed(future.exception())  # type: ignore[arg-type]
 
     @property
     def pending(self) -> int:
-        """How many callbacks are still waiting."""
-        return len(self._tasks)
+        """How many callbacks are waiting to run or still running."""
+        return len(self._queue) + len(self._drivers)
 
     def cancel(self) -> None:
-        """Cancel the callbacks still waiting."""
-        for task in list(self._tasks):
-            task.cancel()
+        """Cancel the callbacks still running and drop those not started."""
+        while self._queue:
+            self._queue.popleft().close()
+        self._taken = False
+        for driver in list(self._drivers):
+            driver.cancel()
+        self._drivers.clear()

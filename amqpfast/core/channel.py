@@ -222,13 +222,16 @@ class Channel:
             self.flow_active = bool(method.active)
             self.connection._send_method(self.number, spec.Channel.FlowOk(active=method.active))
         elif isinstance(method, spec.Channel.CloseOk):
-            pass  # our close timed out and the answer came late
-        else:
+            # our close timed out or the opening was abandoned: the number is free now
+            self.connection._release(self)
+        elif not self._closed:  # after our Channel.Close the rest is to be ignored
             log.warning("channel %d: unexpected %r", self.number, method)
 
     # ------------------------------------------------------------ closing
 
-    def _on_closed(self, error: BaseException) -> None:
+    def _on_closed(self, error: BaseException, release: bool = True) -> None:
+        # release=False: the broker has not confirmed the close yet, so the
+        # number stays taken until its CloseOk (or the end of the connection).
         if self._closed and self._closing.done():
             return
         self._closed = True
@@ -249,7 +252,8 @@ class Channel:
         self._return_keys.clear()
         self._tag_keys.clear()
         self._consumers.clear()
-        self.connection._release(self)
+        if release:
+            self.connection._release(self)
 
     def _on_connection_closed(self, error: BaseException) -> None:
         self._on_closed(error)
@@ -258,14 +262,30 @@ class Channel:
         """Close the channel (Channel.Close, then wait for CloseOk)."""
         if self._closed:
             return
+        confirmed = False
         try:
             await self._call(
                 spec.Channel.Close(reply_code=200, reply_text="Normal shutdown"),
                 (spec.Channel.CloseOk,),
                 timeout,
             )
+            confirmed = True
         finally:
-            self._on_closed(ChannelClosed(200, "Normal shutdown"))
+            self._on_closed(ChannelClosed(200, "Normal shutdown"), release=confirmed)
+
+    def _abandon(self) -> None:
+        """Close a channel whose opening was given up (a timeout, a cancel).
+
+        The broker may open it yet; it gets Channel.Close right behind the
+        Open, and the number stays taken until the CloseOk comes back.
+        """
+        if self._closed:
+            return
+        self._on_closed(ChannelClosed(200, "opening abandoned"), release=False)
+        if self.connection.is_opened:
+            self.connection._send_method(
+                self.number, spec.Channel.Close(reply_code=200, reply_text="opening abandoned")
+            )
 
     async def __aenter__(self) -> Channel:
         return self

@@ -323,8 +323,7 @@ class Connection:
         try:
             await channel.open(timeout)
         except BaseException:
-            if self._channels.get(number) is channel and channel.is_closed:
-                del self._channels[number]
+            channel._abandon()  # timed out or cancelled half-way: close it on the broker too
             raise
         return channel
 

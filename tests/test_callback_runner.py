@@ -1,0 +1,188 @@
+"""How consumer callbacks run: in order, each inside a Task, none sharing one while alive.
+
+No broker: the runner is handed callbacks directly, as a channel hands it deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+
+import pytest
+
+from amqpfast.core._drive import CallbackRunner
+
+request_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("request_id", default=None)
+
+
+async def settle(runner: CallbackRunner) -> None:
+    """Wait until every callback handed to the runner has finished."""
+    async with asyncio.timeout(5):
+        while runner.pending:
+            await asyncio.sleep(0.001)
+
+
+async def test_handlers_that_do_not_wait_run_in_order_inside_a_task() -> None:
+    runner = CallbackRunner(asyncio.get_running_loop(), "handler")
+    seen: list[tuple[int, bool]] = []
+
+    async def handler(number: int) -> None:
+        seen.append((number, asyncio.current_task() is not None))
+
+    for number in range(100):
+        runner.call(handler, number)
+    assert seen == []  # they start on the loop, not inside the delivery
+    await settle(runner)
+    assert seen == [(number, True) for number in range(100)]
+
+
+async def test_a_waiting_handler_does_not_hold_up_the_ones_after_it() -> None:
+    runner = CallbackRunner(asyncio.get_running_loop(), "handler")
+    released = asyncio.Event()
+    finished: list[int] = []
+
+    async def handler(number: int) -> None:
+        if number == 0:
+            await released.wait()  # only handler 2 sets it
+        elif number == 2:
+            released.set()
+        finished.append(number)
+
+    for number in range(4):
+        runner.call(handler, number)
+    await settle(runner)
+    assert finished == [1, 2, 3, 0]
+
+
+async def test_handlers_alive_at_the_same_time_never_share_a_task() -> None:
+    runner = CallbackRunner(asyncio.get_running_loop(), "handler")
+    gate = asyncio.Event()
+    tasks: dict[int, asyncio.Task[object] | None] = {}
+
+    async def handler(number: int) -> None:
+        tasks[number] = asyncio.current_task()
+        if number % 2:
+            await gate.wait()
+        assert asyncio.current_task() is tasks[number]
+
+    for number in range(20):
+        runner.call(handler, number)
+    while len(tasks) < 20:
+        await asyncio.sleep(0)
+    waiting = [tasks[number] for number in range(1, 20, 2)]
+    assert len(set(map(id, waiting))) == 10
+    gate.set()
+    await settle(runner)
+
+
+async def test_context_variables_stay_with_their_message() -> None:
+    runner = CallbackRunner(asyncio.get_running_loop(), "handler")
+    seen: dict[int, tuple[int | None, int | None]] = {}
+
+    async def handler(number: int) -> None:
+        before = request_id.get()
+        request_id.set(number)
+        if number % 3 == 0:
+            await asyncio.sleep(0.001)
+        seen[number] = (before, request_id.get())
+
+    for number in range(30):
+        runner.call(handler, number)
+    await settle(runner)
+    assert seen == {number: (None, number) for number in range(30)}
+    assert request_id.get() is None
+
+
+async def test_timeout_and_task_group_work_in_a_handler() -> None:
+    runner = CallbackRunner(asyncio.get_running_loop(), "handler")
+    outcomes: list[str] = []
+
+    async def handler(number: int) -> None:
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(10 if number == 0 else 0)
+            outcomes.append("in time")
+        except TimeoutError:
+            outcomes.append("timed out")
+        async with asyncio.TaskGroup() as group:
+            group.create_task(asyncio.sleep(0))
+        outcomes.append("group done")
+
+    runner.call(handler, 0)
+    runner.call(handler, 1)
+    await settle(runner)
+    assert sorted(outcomes) == ["group done", "group done", "in time", "timed out"]
+
+
+async def test_a_failing_handler_is_logged_and_the_next_ones_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runner = CallbackRunner(asyncio.get_running_loop(), "consumer callback")
+    finished: list[int] = []
+
+    async def handler(number: int) -> None:
+        if number == 1:
+            raise ValueError("handler one broke")
+        if number == 3:
+            await asyncio.sleep(0)
+            raise KeyError("handler three broke after waiting")
+        finished.append(number)
+
+    with caplog.at_level(logging.ERROR, logger="amqpfast.core"):
+        for number in range(5):
+            runner.call(handler, number)
+        await settle(runner)
+    assert finished == [0, 2, 4]
+    errors = [record.exc_info[1] for record in caplog.records if record.exc_info]
+    assert [type(error) for error in errors] == [ValueError, KeyError]
+    assert all(record.getMessage() == "consumer callback failed" for record in caplog.records)
+
+
+async def test_a_handler_that_cancels_its_own_task_does_not_cancel_the_next_one() -> None:
+    runner = CallbackRunner(asyncio.get_running_loop(), "handler")
+    finished: list[int] = []
+
+    async def handler(number: int) -> None:
+        if number == 0:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # and returns without waiting
+        else:
+            await asyncio.sleep(0.001)
+        finished.append(number)
+
+    runner.call(handler, 0)
+    runner.call(handler, 1)
+    await settle(runner)
+    assert finished == [0, 1]
+
+
+async def test_cancel_stops_waiting_handlers_and_drops_the_rest() -> None:
+    runner = CallbackRunner(asyncio.get_running_loop(), "handler")
+    cancelled: list[int] = []
+    started: list[int] = []
+
+    async def handler(number: int) -> None:
+        started.append(number)
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(number)
+            raise
+
+    runner.call(handler, 0)
+    runner.call(handler, 1)
+    while len(started) < 2:
+        await asyncio.sleep(0)
+    runner.call(handler, 2)  # queued, not started yet
+    runner.cancel()
+    await asyncio.sleep(0.01)
+    assert sorted(cancelled) == [0, 1]
+    assert started == [0, 1]
+    assert runner.pending == 0
+    runner.call(handler, 3)  # still usable afterwards
+    while len(started) < 3:
+        await asyncio.sleep(0)
+    assert started == [0, 1, 3]
+    runner.cancel()
