@@ -98,3 +98,31 @@ async def test_instrumentation_can_wrap_publish_and_consume(monkeypatch, amqp_ur
         await asyncio.wait_for(got.wait(), 10)
 
     assert calls == ["consume", "publish hi", "deliver hi"]
+
+
+@pytest.mark.broker
+def test_libraries_catching_aiormq_exceptions_catch_amqpfast_errors(amqp_url, unique):
+    # A library on aio-pika that catches aiormq's class by name (as taskiq-aio-pika
+    # does for a missing exchange) must see the broker's 404 raised by amqpfast.
+    done = run(
+        "-c",
+        "import asyncio, sys, amqpfast.compat; amqpfast.compat.install();"
+        "import aio_pika, aiormq, aiormq.exceptions\n"
+        "async def main():\n"
+        "    async with await aio_pika.connect(sys.argv[1]) as connection:\n"
+        "        channel = await connection.channel()\n"
+        "        try:\n"
+        "            await channel.get_exchange(sys.argv[2], ensure=True)\n"
+        "        except aiormq.exceptions.ChannelNotFoundEntity as error:\n"
+        "            assert isinstance(error, aiormq.ChannelClosed), type(error).__mro__\n"
+        "            print('caught', error.reply_code)\n"
+        "asyncio.run(main())\n"
+        "amqpfast.compat.uninstall()\n"
+        "assert aiormq.exceptions.ChannelNotFoundEntity.__module__ == 'aiormq.exceptions'\n"
+        "assert aiormq.ChannelNotFoundEntity is aiormq.exceptions.ChannelNotFoundEntity\n"
+        "print('restored')",
+        amqp_url,
+        f"{unique}-missing",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["caught", "404", "restored"]

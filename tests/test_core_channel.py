@@ -377,6 +377,25 @@ async def test_publishers_wait_while_the_transport_is_paused(proxy, amqp_url):
     await conn.close()
 
 
+async def test_close_does_not_wait_on_a_peer_that_reads_nothing(proxy, amqp_url):
+    from amqpfast.core import connect
+
+    conn = await connect(proxy.url(amqp_url))
+    channel = await conn.channel(publisher_confirms=False)
+    proxy.stall()
+    transport = conn._protocol.transport
+    while not conn._protocol.paused:  # fill the socket until the transport pauses
+        await channel.basic_publish(b"x" * 65536, routing_key="nowhere")
+    assert transport.get_write_buffer_size() > 0
+
+    started = asyncio.get_running_loop().time()
+    await conn.close(timeout=0.3)
+    assert asyncio.get_running_loop().time() - started < 2
+    await asyncio.sleep(0.1)
+    # dropped, not left waiting to write to a peer that never reads
+    assert transport.get_write_buffer_size() == 0 and transport.is_closing()
+
+
 async def test_async_callbacks_run_in_a_task_with_their_own_context(channel: Channel):
     import contextvars
 
@@ -424,3 +443,42 @@ async def test_a_consume_that_gave_up_leaves_no_consumer(channel: Channel):
 
     assert (await channel.queue_declare(queue, passive=True)).consumer_count == 0
     assert channel.consumers == {}
+
+
+async def ready_count(channel: Channel, queue: str) -> int:
+    return (await channel.queue_declare(queue, passive=True)).message_count or 0
+
+
+async def test_deliveries_to_a_consume_that_gave_up_go_back_to_the_queue(channel: Channel):
+    queue = await declare_queue(channel)
+    for number in range(50):
+        await channel.basic_publish(b"%d" % number, routing_key=queue)
+    got: list[DeliveredMessage] = []
+
+    with pytest.raises(TimeoutError):
+        await channel.basic_consume(queue, got.append, timeout=0.0)
+
+    # The broker delivers until it sees our Cancel; what came is rejected at once,
+    # not held unacknowledged until the channel closes.
+    async with asyncio.timeout(5):
+        while await ready_count(channel, queue) != 50:
+            await asyncio.sleep(0.05)
+    assert got == [] and channel.consumers == {}
+
+
+async def test_deliveries_after_a_cancel_without_wait_go_back_to_the_queue(channel: Channel):
+    queue = await declare_queue(channel)
+    total = 2000
+    await asyncio.gather(
+        *(channel.basic_publish(b"%d" % number, routing_key=queue) for number in range(total))
+    )
+    got: list[DeliveredMessage] = []
+
+    ok = await channel.basic_consume(queue, got.append)
+    await channel.basic_cancel(ok.consumer_tag, nowait=True)
+
+    # Every message is either with the callback (unacknowledged) or back in the queue.
+    async with asyncio.timeout(5):
+        while len(got) + await ready_count(channel, queue) != total:
+            await asyncio.sleep(0.05)
+    assert not channel.is_closed and channel.consumers == {}

@@ -81,6 +81,10 @@ class Channel:
         self._lock = asyncio.Lock()
         self._pending: deque[_Pending] = deque()
         self._consumers: dict[str, ConsumerCallback] = {}
+        # Tags of consumers that acknowledge; and of those cancelled while
+        # deliveries may still be on their way: those go back to the queue.
+        self._acking_consumers: set[str] = set()
+        self._requeue_for: set[str] = set()
         self._runner = CallbackRunner(self.loop, "consumer callback")
         self._opened = False
         self._closed = False
@@ -165,11 +169,14 @@ class Channel:
         return result
 
     def _resolve(self, method: Any) -> bool:
+        # One call waits at a time, but calls that gave up (timeout, cancel)
+        # stay queued ahead of it until their reply comes: RabbitMQ may answer
+        # Basic.Consume after a method sent later, so a reply is matched to the
+        # first entry that expects it, not only to the head.
         pending = self._pending
-        while pending:
-            head = pending[0]
+        for index, head in enumerate(pending):
             if isinstance(method, head.expect):
-                pending.popleft()
+                del pending[index]
                 if not head.future.done():
                     if head.on_reply is not None:
                         head.on_reply(method)
@@ -177,10 +184,8 @@ class Channel:
                 elif head.on_late is not None:
                     head.on_late(method)
                 return True
-            if head.future.done():  # abandoned after a timeout, its reply never came
-                pending.popleft()
-                continue
-            break
+            if not head.future.done():
+                break  # the call still waiting is the last that can be answered
         return False
 
     # ------------------------------------------------------------ reading
@@ -194,6 +199,9 @@ class Channel:
                 self._runner.call(
                     consumer, DeliveredMessage(method, event.properties, event.body, self)
                 )
+            elif method.consumer_tag in self._requeue_for:
+                # cancelled without waiting for CancelOk: the message goes back, now
+                self.basic_reject(method.delivery_tag, requeue=True)
             else:
                 log.warning("delivery for unknown consumer %r dropped", method.consumer_tag)
         elif kind is BasicGetOk:
@@ -252,6 +260,8 @@ class Channel:
         self._return_keys.clear()
         self._tag_keys.clear()
         self._consumers.clear()
+        self._acking_consumers.clear()
+        self._requeue_for.clear()
         if release:
             self.connection._release(self)
 
@@ -564,11 +574,15 @@ class Channel:
             # Deliveries may follow ConsumeOk in the same read: the consumer
             # must be in place before they are dispatched.
             self._consumers[ok.consumer_tag or tag] = consumer_callback
+            if not no_ack:
+                self._acking_consumers.add(ok.consumer_tag or tag)
 
         def late(ok: spec.Basic.ConsumeOk) -> None:
             # the caller gave up: a consumer nobody expects must not take messages
             if not self._closed:
                 self._send_async(spec.Basic.Cancel(consumer_tag=ok.consumer_tag, nowait=True))
+                if not no_ack:
+                    self._requeue_for.add(ok.consumer_tag or tag)
 
         return await self._call(  # type: ignore[no-any-return]
             method, (spec.Basic.ConsumeOk,), timeout, on_reply=register, on_late=late
@@ -581,16 +595,27 @@ class Channel:
         method = spec.Basic.Cancel(consumer_tag=consumer_tag, nowait=nowait)
         if nowait:
             self._send_async(method)
-            self._consumers.pop(consumer_tag, None)
+            self._forget_consumer(consumer_tag, deliveries_may_follow=True)
             return None
+        confirmed = False
         try:
-            return await self._call(method, (spec.Basic.CancelOk,), timeout)  # type: ignore[no-any-return]
+            result = await self._call(method, (spec.Basic.CancelOk,), timeout)
+            confirmed = True
+            return result  # type: ignore[no-any-return]
         finally:
-            self._consumers.pop(consumer_tag, None)
+            # after CancelOk nothing more comes for this consumer
+            self._forget_consumer(consumer_tag, deliveries_may_follow=not confirmed)
+
+    def _forget_consumer(self, consumer_tag: str, deliveries_may_follow: bool) -> None:
+        self._consumers.pop(consumer_tag, None)
+        if consumer_tag in self._acking_consumers:
+            self._acking_consumers.discard(consumer_tag)
+            if deliveries_may_follow and not self._closed:
+                self._requeue_for.add(consumer_tag)
 
     def _on_broker_cancel(self, consumer_tag: str) -> None:
         log.info("channel %d: the broker cancelled consumer %r", self.number, consumer_tag)
-        self._consumers.pop(consumer_tag, None)
+        self._forget_consumer(consumer_tag, deliveries_may_follow=False)
         for callback in list(self.on_cancel_callbacks):
             self._runner.call(callback, consumer_tag)
 

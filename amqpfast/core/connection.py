@@ -515,8 +515,12 @@ class Connection:
 
     # ------------------------------------------------------------ closing
 
-    def _close_with(self, error: BaseException | None) -> None:
-        """Mark everything closed with ``error`` and drop the socket."""
+    def _close_with(self, error: BaseException | None, abort: bool = False) -> None:
+        """Mark everything closed with ``error`` and drop the socket.
+
+        :param abort: drop unsent data too: a peer that does not read (a
+            blocked broker, a dead link) would keep a graceful close waiting.
+        """
         if self._heartbeat_timer is not None:
             self._heartbeat_timer.cancel()
             self._heartbeat_timer = None
@@ -539,13 +543,13 @@ class Connection:
             blocked.exception()
         protocol = self._protocol
         if protocol is not None and protocol.transport is not None:
-            protocol.transport.close()
+            if abort:
+                protocol.transport.abort()
+            else:
+                protocol.transport.close()
 
     def _abort(self, error: BaseException) -> None:
-        self._close_with(error)
-        protocol = self._protocol
-        if protocol is not None and protocol.transport is not None:
-            protocol.transport.abort()
+        self._close_with(error, abort=True)
 
     async def close(self, exc: BaseException | None = None, timeout: float | None = 5.0) -> None:
         """Close the connection: Connection.Close, wait for CloseOk, drop the socket.
@@ -571,7 +575,8 @@ class Connection:
                 self._flush()
                 await asyncio.wait({self._close_ok}, timeout=timeout)
         finally:
-            self._close_with(exc)
+            # Without CloseOk the broker may not be reading at all: do not wait on it.
+            self._close_with(exc, abort=self._opened and not self._close_ok.done())
 
     async def update_secret(
         self, new_secret: str, reason: str = "", timeout: float | None = None
