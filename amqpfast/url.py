@@ -101,6 +101,11 @@ class ConnectionParameters:
         return context
 
 
+def _first_given(*values: float | None) -> float | None:
+    """The first value that is not None (0 is a value: an explicit zero timeout)."""
+    return next((value for value in values if value is not None), None)
+
+
 def _number(query: dict[str, str], key: str, kind: type[int] | type[float]) -> Any:
     raw = query.get(key)
     if raw is None or raw == "":
@@ -144,8 +149,9 @@ def parse_url(url: str | URL | None = None, **overrides: Any) -> ConnectionParam
             frame_max=_number(query, "frame_max", int),
             channel_max=_number(query, "channel_max", int),
             auth=query.get("auth", "PLAIN").upper(),
-            connection_timeout=_number(query, "connection_timeout", float)
-            or _number(query, "timeout", float),
+            connection_timeout=_first_given(
+                _number(query, "connection_timeout", float), _number(query, "timeout", float)
+            ),
             interleave=_number(query, "interleave", int),
             happy_eyeballs_delay=_number(query, "happy_eyeballs_delay", float),
             fail_fast=parse_bool(query.get("fail_fast", "1")),

@@ -482,3 +482,36 @@ async def test_deliveries_after_a_cancel_without_wait_go_back_to_the_queue(chann
         while len(got) + await ready_count(channel, queue) != total:
             await asyncio.sleep(0.05)
     assert not channel.is_closed and channel.consumers == {}
+
+
+async def test_handlers_still_waiting_are_cancelled_when_their_channel_closes(
+    connection: Connection,
+):
+    channel = await connection.channel()
+    queue = await declare_queue(channel)
+    started: list[bytes] = []
+    outcome: dict[bytes, str] = {}
+
+    async def handler(message: DeliveredMessage) -> None:
+        started.append(message.body)
+        try:
+            if message.body == b"closer":
+                await channel.close()  # closing its own channel: it finishes
+                outcome[message.body] = "finished"
+            else:
+                await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            outcome[message.body] = "cancelled"
+            raise
+
+    await channel.basic_consume(queue, handler, no_ack=True)
+    await channel.basic_publish(b"slow", routing_key=queue)
+    async with asyncio.timeout(5):
+        while not started:
+            await asyncio.sleep(0.01)
+    await channel.basic_publish(b"closer", routing_key=queue)
+    async with asyncio.timeout(5):
+        while len(outcome) < 2:
+            await asyncio.sleep(0.01)
+    assert outcome == {b"slow": "cancelled", b"closer": "finished"}
+    assert channel.is_closed

@@ -119,3 +119,11 @@ def test_password_never_printed():
     for text in (str(parameters), repr(parameters), mask_password(parameters.url)):
         assert "s3cret-pw" not in text
     assert "******" in str(parameters)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [("", None), ("?timeout=3", 3.0), ("?connection_timeout=0&timeout=3", 0.0)],
+)
+def test_connection_timeout_zero_is_kept(query, expected):
+    assert parse_url(f"amqp://localhost/{query}").connection_timeout == expected

@@ -154,10 +154,15 @@ class CallbackRunner:
         return len(self._queue) + len(self._drivers)
 
     def cancel(self) -> None:
-        """Cancel the callbacks still running and drop those not started."""
+        """Cancel the callbacks still running and drop those not started.
+
+        The callback that calls this (closing its own channel) is left to finish.
+        """
         while self._queue:
             self._queue.popleft().close()
         self._taken = False
+        current = asyncio.current_task() if self._loop.is_running() else None
         for driver in list(self._drivers):
-            driver.cancel()
-        self._drivers.clear()
+            if driver is not current:
+                driver.cancel()
+                self._drivers.discard(driver)

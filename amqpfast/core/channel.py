@@ -260,6 +260,7 @@ class Channel:
         self._return_keys.clear()
         self._tag_keys.clear()
         self._consumers.clear()
+        self._runner.cancel()  # as with aio-pika: handlers do not outlive their channel
         self._acking_consumers.clear()
         self._requeue_for.clear()
         if release:

@@ -191,7 +191,9 @@ class Connection:
         :raises AMQPConnectionError: the broker cannot be reached or refused us.
         """
         if timeout is None:
-            timeout = self.parameters.connection_timeout or DEFAULT_CONNECT_TIMEOUT
+            timeout = self.parameters.connection_timeout
+            if timeout is None:
+                timeout = DEFAULT_CONNECT_TIMEOUT
         try:
             async with asyncio.timeout(timeout):
                 await self._open()

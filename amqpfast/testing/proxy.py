@@ -144,8 +144,11 @@ class TCPProxy:
         self._writers.clear()
 
     async def close(self) -> None:
-        """Drop every connection and stop listening."""
+        """Drop every connection (those ``cut_clients()`` held too) and stop listening."""
         self.cut()
+        for writer in self._held:
+            writer.transport.abort()
+        self._held.clear()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -3,9 +3,11 @@
 Installing amqpfast registers this module as the pytest plugin ``amqpfast``
 (entry point ``pytest11``): the fixtures are available in every test run, and
 ``pytest -p amqpfast`` enables them when ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` is
-set. Another way: ``pytest_plugins = ["amqpfast.testing.pytest_plugin"]`` in a
-top-level ``conftest.py``. The plugin defines fixtures only, no hooks: a test
-that requests none of them runs as if it were not there.
+set. With autoloading off, a top-level ``conftest.py`` can load it instead:
+``pytest_plugins = ["pytest_asyncio.plugin", "amqpfast.testing.pytest_plugin"]``
+(with autoloading on, pytest has loaded it already and refuses it twice). The
+plugin defines fixtures only, no hooks: a test that requests none of them runs
+as if it were not there.
 
 Fixtures (the async ones need pytest-asyncio and run in the test's
 function-scoped event loop; they work in its ``strict`` and ``auto`` modes):
