@@ -1,6 +1,8 @@
 """How consumer callbacks run: in order, each inside a Task, none sharing one while alive.
 
-No broker: the runner is handed callbacks directly, as a channel hands it deliveries.
+No broker: the runner is handed callbacks directly, as a channel hands it
+deliveries: from a plain loop callback, as during a socket read, and from
+inside a task.
 """
 
 from __future__ import annotations
@@ -8,12 +10,38 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import pytest
 
 from amqpfast.core._drive import CallbackRunner
 
+Deliver = Callable[..., Awaitable[None]]
 request_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("request_id", default=None)
+
+
+@pytest.fixture(params=["during a read", "from a task"])
+def deliver(request: pytest.FixtureRequest) -> Deliver:
+    """``await deliver(runner, handler, numbers)``: hand in one call per number."""
+
+    async def from_a_read(runner: CallbackRunner, handler: Any, numbers: Iterable[int]) -> None:
+        done = asyncio.Event()
+
+        def read() -> None:  # a plain callback of the loop: no task is running
+            assert asyncio.current_task() is None
+            for number in numbers:
+                runner.call(handler, number)
+            done.set()
+
+        asyncio.get_running_loop().call_soon(read)
+        await done.wait()
+
+    async def from_a_task(runner: CallbackRunner, handler: Any, numbers: Iterable[int]) -> None:
+        for number in numbers:
+            runner.call(handler, number)
+
+    return from_a_read if request.param == "during a read" else from_a_task
 
 
 async def settle(runner: CallbackRunner) -> None:
@@ -23,21 +51,19 @@ async def settle(runner: CallbackRunner) -> None:
             await asyncio.sleep(0.001)
 
 
-async def test_handlers_that_do_not_wait_run_in_order_inside_a_task() -> None:
+async def test_handlers_that_do_not_wait_run_in_order_inside_a_task(deliver: Deliver) -> None:
     runner = CallbackRunner(asyncio.get_running_loop(), "handler")
     seen: list[tuple[int, bool]] = []
 
     async def handler(number: int) -> None:
         seen.append((number, asyncio.current_task() is not None))
 
-    for number in range(100):
-        runner.call(handler, number)
-    assert seen == []  # they start on the loop, not inside the delivery
+    await deliver(runner, handler, range(100))
     await settle(runner)
     assert seen == [(number, True) for number in range(100)]
 
 
-async def test_a_waiting_handler_does_not_hold_up_the_ones_after_it() -> None:
+async def test_a_waiting_handler_does_not_hold_up_the_ones_after_it(deliver: Deliver) -> None:
     runner = CallbackRunner(asyncio.get_running_loop(), "handler")
     released = asyncio.Event()
     finished: list[int] = []
@@ -49,13 +75,12 @@ async def test_a_waiting_handler_does_not_hold_up_the_ones_after_it() -> None:
             released.set()
         finished.append(number)
 
-    for number in range(4):
-        runner.call(handler, number)
+    await deliver(runner, handler, range(4))
     await settle(runner)
     assert finished == [1, 2, 3, 0]
 
 
-async def test_handlers_alive_at_the_same_time_never_share_a_task() -> None:
+async def test_handlers_alive_at_the_same_time_never_share_a_task(deliver: Deliver) -> None:
     runner = CallbackRunner(asyncio.get_running_loop(), "handler")
     gate = asyncio.Event()
     tasks: dict[int, asyncio.Task[object] | None] = {}
@@ -66,8 +91,7 @@ async def test_handlers_alive_at_the_same_time_never_share_a_task() -> None:
             await gate.wait()
         assert asyncio.current_task() is tasks[number]
 
-    for number in range(20):
-        runner.call(handler, number)
+    await deliver(runner, handler, range(20))
     while len(tasks) < 20:
         await asyncio.sleep(0)
     waiting = [tasks[number] for number in range(1, 20, 2)]
@@ -76,7 +100,7 @@ async def test_handlers_alive_at_the_same_time_never_share_a_task() -> None:
     await settle(runner)
 
 
-async def test_context_variables_stay_with_their_message() -> None:
+async def test_context_variables_stay_with_their_message(deliver: Deliver) -> None:
     runner = CallbackRunner(asyncio.get_running_loop(), "handler")
     seen: dict[int, tuple[int | None, int | None]] = {}
 
@@ -87,14 +111,13 @@ async def test_context_variables_stay_with_their_message() -> None:
             await asyncio.sleep(0.001)
         seen[number] = (before, request_id.get())
 
-    for number in range(30):
-        runner.call(handler, number)
+    await deliver(runner, handler, range(30))
     await settle(runner)
     assert seen == {number: (None, number) for number in range(30)}
     assert request_id.get() is None
 
 
-async def test_timeout_and_task_group_work_in_a_handler() -> None:
+async def test_timeout_and_task_group_work_in_a_handler(deliver: Deliver) -> None:
     runner = CallbackRunner(asyncio.get_running_loop(), "handler")
     outcomes: list[str] = []
 
@@ -109,14 +132,13 @@ async def test_timeout_and_task_group_work_in_a_handler() -> None:
             group.create_task(asyncio.sleep(0))
         outcomes.append("group done")
 
-    runner.call(handler, 0)
-    runner.call(handler, 1)
+    await deliver(runner, handler, [0, 1])
     await settle(runner)
     assert sorted(outcomes) == ["group done", "group done", "in time", "timed out"]
 
 
 async def test_a_failing_handler_is_logged_and_the_next_ones_run(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, deliver: Deliver
 ) -> None:
     runner = CallbackRunner(asyncio.get_running_loop(), "consumer callback")
     finished: list[int] = []
@@ -130,8 +152,7 @@ async def test_a_failing_handler_is_logged_and_the_next_ones_run(
         finished.append(number)
 
     with caplog.at_level(logging.ERROR, logger="amqpfast.core"):
-        for number in range(5):
-            runner.call(handler, number)
+        await deliver(runner, handler, range(5))
         await settle(runner)
     assert finished == [0, 2, 4]
     errors = [record.exc_info[1] for record in caplog.records if record.exc_info]
@@ -139,7 +160,7 @@ async def test_a_failing_handler_is_logged_and_the_next_ones_run(
     assert all(record.getMessage() == "consumer callback failed" for record in caplog.records)
 
 
-async def test_a_handler_that_cancels_its_own_task_does_not_cancel_the_next_one() -> None:
+async def test_a_handler_that_cancels_its_own_task_does_not_cancel_the_next_one(deliver: Deliver) -> None:
     runner = CallbackRunner(asyncio.get_running_loop(), "handler")
     finished: list[int] = []
 
@@ -152,13 +173,12 @@ async def test_a_handler_that_cancels_its_own_task_does_not_cancel_the_next_one(
             await asyncio.sleep(0.001)
         finished.append(number)
 
-    runner.call(handler, 0)
-    runner.call(handler, 1)
+    await deliver(runner, handler, [0, 1])
     await settle(runner)
     assert finished == [0, 1]
 
 
-async def test_cancel_stops_waiting_handlers_and_drops_the_rest() -> None:
+async def test_cancel_stops_waiting_handlers_and_drops_the_rest(deliver: Deliver) -> None:
     runner = CallbackRunner(asyncio.get_running_loop(), "handler")
     cancelled: list[int] = []
     started: list[int] = []
@@ -171,11 +191,10 @@ async def test_cancel_stops_waiting_handlers_and_drops_the_rest() -> None:
             cancelled.append(number)
             raise
 
-    runner.call(handler, 0)
-    runner.call(handler, 1)
+    await deliver(runner, handler, [0, 1])
     while len(started) < 2:
         await asyncio.sleep(0)
-    runner.call(handler, 2)  # queued, not started yet
+    runner.call(handler, 2)  # from this task: queued, not started yet
     runner.cancel()
     await asyncio.sleep(0.01)
     assert sorted(cancelled) == [0, 1]
@@ -186,3 +205,4 @@ async def test_cancel_stops_waiting_handlers_and_drops_the_rest() -> None:
         await asyncio.sleep(0)
     assert started == [0, 1, 3]
     runner.cancel()
+
