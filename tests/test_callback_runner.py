@@ -160,7 +160,7 @@ async def test_a_failing_handler_is_logged_and_the_next_ones_run(
     assert all(record.getMessage() == "consumer callback failed" for record in caplog.records)
 
 
-async def test_a_handler_that_cancels_its_own_task_does_not_cancel_the_next_one(deliver: Deliver) -> None:
+async def test_a_handler_cancelling_its_own_task_does_not_cancel_the_next(deliver: Deliver) -> None:
     runner = CallbackRunner(asyncio.get_running_loop(), "handler")
     finished: list[int] = []
 
