@@ -205,4 +205,3 @@ async def test_cancel_stops_waiting_handlers_and_drops_the_rest(deliver: Deliver
         await asyncio.sleep(0)
     assert started == [0, 1, 3]
     runner.cancel()
-
