@@ -136,28 +136,33 @@ class Message(AbstractMessage):
         user_id: str | None = None,
         app_id: str | None = None,
     ) -> None:
-        # Slots are written through their descriptors: __setattr__ (the lock
-        # check) would cost more than the rest of the constructor.
-        _set_locked(self, False)
-        body = body if isinstance(body, bytes) else bytes(body)
-        _set_body(self, body)
-        _set_body_size(self, len(body))
-        _set_headers(self, headers or {})
-        _set_content_type(self, content_type)
-        _set_content_encoding(self, content_encoding)
-        mode = _DELIVERY_MODES.get(delivery_mode)
-        _set_delivery_mode(
-            self, mode if mode is not None else DeliveryMode(int(delivery_mode or 1))
-        )
-        _set_priority(self, int(priority) if priority else 0)
-        _set_correlation_id(self, str(correlation_id) if correlation_id else None)
-        _set_reply_to(self, str(reply_to) if reply_to else None)
-        _set_expiration(self, expiration)
-        _set_message_id(self, str(message_id) if message_id else None)
-        _set_timestamp(self, encode_timestamp(timestamp) if timestamp is not None else None)
-        _set_type(self, str(type) if type else None)
-        _set_user_id(self, str(user_id) if user_id else None)
-        _set_app_id(self, str(app_id) if app_id else None)
+        # __setattr__'s lock check would cost more than the rest of the
+        # constructor: a plain Message is made writable while it runs.
+        writable = self.__class__ is Message  # ("type" is a parameter here)
+        if writable:
+            _set_class(self, _WritableMessage)
+        try:
+            self._locked = False
+            body = body if isinstance(body, bytes) else bytes(body)
+            self.body = body
+            self.body_size = len(body)
+            self.headers = headers or {}
+            self.content_type = content_type
+            self.content_encoding = content_encoding
+            mode = _DELIVERY_MODES.get(delivery_mode)
+            self.delivery_mode = mode if mode is not None else DeliveryMode(int(delivery_mode or 1))
+            self.priority = int(priority) if priority else 0
+            self.correlation_id = str(correlation_id) if correlation_id else None
+            self.reply_to = str(reply_to) if reply_to else None
+            self.expiration = expiration
+            self.message_id = str(message_id) if message_id else None
+            self.timestamp = encode_timestamp(timestamp) if timestamp is not None else None
+            self.type = str(type) if type else None
+            self.user_id = str(user_id) if user_id else None
+            self.app_id = str(app_id) if app_id else None
+        finally:
+            if writable:
+                _set_class(self, Message)
 
     def __setattr__(self, key: str, value: Any) -> None:
         if not key.startswith("_") and self._locked:
@@ -176,20 +181,22 @@ class Message(AbstractMessage):
     @property
     def properties(self) -> BasicProperties:
         """The content-header properties this message is sent with."""
+        expiration = self.expiration
+        # positional, in BasicProperties' order: half the cost of keywords
         return BasicProperties(
-            content_type=self.content_type,
-            content_encoding=self.content_encoding,
-            headers=self.headers,
-            delivery_mode=self.delivery_mode,
-            priority=self.priority,
-            correlation_id=self.correlation_id,
-            reply_to=self.reply_to,
-            expiration=encode_expiration(self.expiration),
-            message_id=self.message_id,
-            timestamp=self.timestamp,
-            message_type=self.type,
-            user_id=self.user_id,
-            app_id=self.app_id,
+            self.content_type,
+            self.content_encoding,
+            self.headers,
+            self.delivery_mode,
+            self.priority,
+            self.correlation_id,
+            self.reply_to,
+            None if expiration is None else encode_expiration(expiration),
+            self.message_id,
+            self.timestamp,
+            self.type,  # message_type
+            self.user_id,
+            self.app_id,
         )
 
     def info(self) -> MessageInfo:
@@ -256,21 +263,14 @@ def _slot_setter(name: str, cls: type = Message) -> Callable[[Any, Any], None]:
 
 
 _set_locked = _slot_setter("_locked")
-_set_body = _slot_setter("body")
-_set_body_size = _slot_setter("body_size")
-_set_headers = _slot_setter("headers")
-_set_content_type = _slot_setter("content_type")
-_set_content_encoding = _slot_setter("content_encoding")
-_set_delivery_mode = _slot_setter("delivery_mode")
-_set_priority = _slot_setter("priority")
-_set_correlation_id = _slot_setter("correlation_id")
-_set_reply_to = _slot_setter("reply_to")
-_set_expiration = _slot_setter("expiration")
-_set_message_id = _slot_setter("message_id")
-_set_timestamp = _slot_setter("timestamp")
-_set_type = _slot_setter("type")
-_set_user_id = _slot_setter("user_id")
-_set_app_id = _slot_setter("app_id")
+_set_class = object.__dict__["__class__"].__set__
+
+
+class _WritableMessage(Message):
+    """A plain Message while its constructor runs: no lock check on writes."""
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__  # type: ignore[assignment]  # the C slot, no Python frame
 
 
 def _from_properties(name: str, default: Any = None) -> property:

@@ -141,6 +141,7 @@ def test_expiration_as_a_datetime_counts_from_now():
 
 def test_message_defaults_and_lock():
     message = Message(b"body")
+    assert type(message) is Message  # the constructor's writable stand-in is gone
 
     assert message.headers == {} and message.priority == 0
     assert message.delivery_mode is DeliveryMode.NOT_PERSISTENT
@@ -148,6 +149,25 @@ def test_message_defaults_and_lock():
     with pytest.raises(ValueError, match="locked"):
         message.body = b"other"
     assert list(Message(b"ab")) == [97, 98]
+
+
+def test_message_subclasses_construct_and_lock_alike():
+    class Tagged(Message):
+        __slots__ = ("tag",)
+
+        def __init__(self, body: bytes, tag: str) -> None:
+            super().__init__(body, priority=3)
+            self.tag = tag
+
+    message = Tagged(b"body", "t1")
+    assert type(message) is Tagged and (message.body, message.priority, message.tag) == (
+        b"body",
+        3,
+        "t1",
+    )
+    message.lock()
+    with pytest.raises(ValueError, match="locked"):
+        message.priority = 4
 
 
 async def test_get_on_an_empty_queue(chan: Channel):
