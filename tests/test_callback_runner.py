@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -160,7 +161,10 @@ async def test_a_failing_handler_is_logged_and_the_next_ones_run(
     assert all(record.getMessage() == "consumer callback failed" for record in caplog.records)
 
 
-async def test_a_handler_cancelling_its_own_task_does_not_cancel_the_next(deliver: Deliver) -> None:
+@pytest.mark.parametrize("taken_back", [False, True], ids=["cancelled", "cancel taken back"])
+async def test_a_handler_cancelling_its_own_task_does_not_cancel_the_next(
+    deliver: Deliver, taken_back: bool
+) -> None:
     runner = CallbackRunner(asyncio.get_running_loop(), "handler")
     finished: list[int] = []
 
@@ -169,6 +173,8 @@ async def test_a_handler_cancelling_its_own_task_does_not_cancel_the_next(delive
             task = asyncio.current_task()
             assert task is not None
             task.cancel()  # and returns without waiting
+            if taken_back:
+                task.uncancel()  # on 3.11 and 3.12 the cancel stays armed all the same
         else:
             await asyncio.sleep(0.001)
         finished.append(number)
@@ -205,3 +211,78 @@ async def test_cancel_stops_waiting_handlers_and_drops_the_rest(deliver: Deliver
         await asyncio.sleep(0)
     assert started == [0, 1, 3]
     runner.cancel()
+
+
+async def test_a_driver_cancelled_before_it_starts_does_not_stall_the_queue() -> None:
+    runner = CallbackRunner(asyncio.get_running_loop(), "consumer callback")
+    ran: list[int] = []
+
+    async def handler(number: int) -> None:
+        ran.append(number)
+
+    runner.call(handler, 0)
+    for task in asyncio.all_tasks():  # e.g. a shutdown helper cancelling "every other task"
+        if task is not asyncio.current_task():
+            task.cancel()
+    runner.call(handler, 1)
+    runner.call(handler, 2)
+    await settle(runner)
+    assert ran == [0, 1, 2]  # the cancelled driver took nothing: a new one ran them all
+
+
+async def test_pending_counts_cancelled_handlers_until_they_finish(deliver: Deliver) -> None:
+    runner = CallbackRunner(asyncio.get_running_loop(), "consumer callback")
+    steps: list[str] = []
+
+    async def handler(number: int) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.01)  # cleaning up
+            steps.append("cleaned up")
+            raise
+
+    await deliver(runner, handler, [0])
+    while not runner.pending:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.001)
+    runner.cancel()
+    assert runner.pending == 1
+    await settle(runner)
+    assert steps == ["cleaned up"]
+
+
+class Stop(BaseException):
+    """Not an Exception: what a handler might raise to bail out hard."""
+
+
+async def test_a_base_exception_from_a_handler_is_logged_and_released(
+    caplog: pytest.LogCaptureFixture, deliver: Deliver
+) -> None:
+    runner = CallbackRunner(asyncio.get_running_loop(), "consumer callback")
+
+    async def handler(number: int) -> None:
+        raise Stop(number)
+
+    with caplog.at_level(logging.ERROR, logger="amqpfast.core"):
+        await deliver(runner, handler, [0])
+        await settle(runner)
+    assert [type(record.exc_info[1]) for record in caplog.records if record.exc_info] == [Stop]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks came with Python 3.12")
+async def test_drivers_are_not_kept_under_an_eager_task_factory(deliver: Deliver) -> None:
+    runner = CallbackRunner(asyncio.get_running_loop(), "consumer callback")
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
+    try:
+        done: list[int] = []
+
+        async def handler(number: int) -> None:
+            done.append(number)
+
+        await deliver(runner, handler, range(50))
+        await settle(runner)
+        assert done == list(range(50)) and runner.pending == 0
+    finally:
+        loop.set_task_factory(None)

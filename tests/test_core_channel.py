@@ -515,3 +515,54 @@ async def test_handlers_still_waiting_are_cancelled_when_their_channel_closes(
             await asyncio.sleep(0.01)
     assert outcome == {b"slow": "cancelled", b"closer": "finished"}
     assert channel.is_closed
+
+
+async def test_a_close_crossing_the_brokers_keeps_the_number_until_close_ok(proxy, amqp_url):
+    from amqpfast.core import connect
+
+    conn = await connect(proxy.url(amqp_url))
+    try:
+        channel = await conn.channel(publisher_confirms=False)
+        proxy.slow(0.002, piece=8)  # the broker's Close and its CloseOk arrive in separate reads
+        await channel.basic_publish(b"x", exchange="amqpfast-no-such-exchange")
+        with pytest.raises(ChannelNotFoundEntity):
+            await channel.close(timeout=10)  # crosses the broker's 404 Close
+
+        # The CloseOk for our Close comes after the broker's Close: a channel
+        # opened meanwhile must not lose its number to it.
+        replacement = await conn.channel(timeout=10)
+        proxy.slow(0)
+        assert (await replacement.queue_declare("", exclusive=True, timeout=10)).queue
+    finally:
+        await conn.close()
+
+
+async def test_a_tag_used_again_after_a_cancel_without_wait_is_a_new_consumer(channel: Channel):
+    queue = await declare_queue(channel)
+    total = 2000
+    await asyncio.gather(
+        *(channel.basic_publish(b"%d" % number, routing_key=queue) for number in range(total))
+    )
+    acked: list[DeliveredMessage] = []
+    await channel.basic_consume(queue, acked.append, consumer_tag="reused")
+    await channel.basic_cancel("reused", nowait=True)
+    async with asyncio.timeout(5):
+        while len(acked) + await ready_count(channel, queue) != total:
+            await asyncio.sleep(0.05)
+
+    # The same tag, now without acks: what arrives after its cancel is not
+    # rejected (the broker would close the channel over an unknown delivery tag).
+    await channel.basic_consume(queue, lambda message: None, consumer_tag="reused", no_ack=True)
+    await channel.basic_cancel("reused", nowait=True)
+    await asyncio.sleep(0.3)
+    assert not channel.is_closed
+    assert (await channel.queue_declare(queue, passive=True)).queue == queue
+
+
+async def test_a_method_that_fails_to_encode_leaves_the_channel_usable(channel: Channel):
+    from amqpfast.exceptions import EncodeError
+
+    with pytest.raises(EncodeError):
+        await channel.queue_declare("", exclusive=True, arguments={"x-bad": object()})
+    await channel.basic_qos(prefetch_count=10, timeout=5)
+    assert (await channel.queue_declare("", exclusive=True, timeout=5)).queue

@@ -25,6 +25,7 @@ log = logging.getLogger("amqpfast.core")
 
 _CoroutineType = types.CoroutineType
 _copy_context = contextvars.copy_context
+_current_task = asyncio.current_task
 
 
 class _Done:
@@ -72,13 +73,13 @@ class CallbackRunner:
     :param what: how to name a failing callback in the log.
     """
 
-    __slots__ = ("_drivers", "_loop", "_queue", "_taken", "_what")
+    __slots__ = ("_drivers", "_loop", "_queue", "_taker", "_what")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, what: str) -> None:
         self._loop = loop
         self._queue: deque[Coroutine[Any, Any, Any]] = deque()
-        self._taken = False  # a driver is on its way to the queue, or working it
-        self._drivers: set[asyncio.Future[Any]] = set()
+        self._taker: asyncio.Task[None] | None = None  # the driver due to work the queue
+        self._drivers: set[asyncio.Future[Any]] = set()  # drivers, and awaitables callbacks gave
         self._what = what
 
     def call(self, callback: Callable[..., Any], *args: Any) -> None:
@@ -92,26 +93,39 @@ class CallbackRunner:
             return
         if type(result) is _CoroutineType:
             self._queue.append(result)
-            if not self._taken:
+            if self._taker is None:
                 self._start_driver()
         elif asyncio.isfuture(result) or asyncio.iscoroutine(result):
-            future = asyncio.ensure_future(result, loop=self._loop)
-            self._drivers.add(future)
-            future.add_done_callback(self._awaitable_done)
+            self._track(asyncio.ensure_future(result, loop=self._loop))
 
     def _start_driver(self) -> None:
-        self._taken = True
-        self._drivers.add(self._loop.create_task(self._drive()))
+        # The Task class itself, not loop.create_task(): a task factory making
+        # eager tasks would run the driver inside this call, one in another.
+        task = self._taker = asyncio.Task(self._drive(), loop=self._loop)
+        self._track(task)
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self._drivers.add(future)
+        future.add_done_callback(self._finished)
+
+    def _finished(self, future: asyncio.Future[Any]) -> None:
+        self._drivers.discard(future)
+        if future is self._taker:  # it ended before it could pass the queue on
+            self._taker = None
+            if self._queue:
+                self._start_driver()
+        if not future.cancelled() and future.exception() is not None:
+            self._failed(future.exception())  # type: ignore[arg-type]
 
     async def _drive(self) -> None:
-        task = asyncio.current_task()
+        task = _current_task()
         assert task is not None
         queue = self._queue
         waiting: tuple[Any, contextvars.Context, Any] | None = None
         try:
-            # A cancelled driver takes nothing more: someone kept it as the
-            # current task of a handler, and no later handler may inherit that.
-            while queue and not task.cancelling():
+            # A driver someone cancelled takes nothing more (a handler kept it
+            # as its current task): no later handler may inherit the cancel.
+            while queue and not (task.cancelling() or task._must_cancel):  # type: ignore[attr-defined]
                 coro = queue.popleft()
                 context = _copy_context()
                 try:
@@ -126,9 +140,10 @@ class CallbackRunner:
                 waiting = (coro, context, waiting_on)
                 break
         finally:
-            self._taken = False
-            if queue:
-                self._start_driver()
+            if self._taker is task:
+                self._taker = None
+                if queue:
+                    self._start_driver()
         try:
             if waiting is not None:
                 # This Task belongs to the waiting handler from now on.
@@ -137,16 +152,9 @@ class CallbackRunner:
             self._failed(exc)
         except asyncio.CancelledError:
             pass
-        finally:
-            self._drivers.discard(task)
 
     def _failed(self, exc: BaseException) -> None:
         log.error("%s failed", self._what, exc_info=exc)
-
-    def _awaitable_done(self, future: asyncio.Future[Any]) -> None:
-        self._drivers.discard(future)
-        if not future.cancelled() and future.exception() is not None:
-            self._failed(future.exception())  # type: ignore[arg-type]
 
     @property
     def pending(self) -> int:
@@ -160,9 +168,8 @@ class CallbackRunner:
         """
         while self._queue:
             self._queue.popleft().close()
-        self._taken = False
-        current = asyncio.current_task() if self._loop.is_running() else None
+        self._taker = None
+        current = _current_task(self._loop) if self._loop.is_running() else None
         for driver in list(self._drivers):
             if driver is not current:
-                driver.cancel()
-                self._drivers.discard(driver)
+                driver.cancel()  # leaves the set when it is done

@@ -88,6 +88,7 @@ class Channel:
         self._runner = CallbackRunner(self.loop, "consumer callback")
         self._opened = False
         self._closed = False
+        self._close_sent = False  # our Channel.Close is out: its CloseOk frees the number
         self._closing: asyncio.Future[None] = self.loop.create_future()
         # publisher confirms: delivery tag -> future; returned mandatory
         # messages find their publish through their message_id
@@ -147,8 +148,11 @@ class Channel:
             if not opening:
                 self._check_open()
             pending = _Pending(expect, self.loop.create_future(), on_reply, on_late)
-            self._pending.append(pending)
+            # sent first: a method that fails to encode leaves no entry behind
             self.connection._send_method(self.number, method)
+            self._pending.append(pending)
+            if type(method) is spec.Channel.Close:
+                self._close_sent = True
             if timeout is None:
                 return await pending.future
             # A reply that comes after the timeout finds its entry done and is dropped.
@@ -219,7 +223,11 @@ class Channel:
             pass
         elif isinstance(method, spec.Channel.Close):
             self.connection._send_method(self.number, spec.Channel.CloseOk())
-            self._on_closed(channel_error(method.reply_code or 0, method.reply_text or ""))
+            # crossed with our own Close: the broker still answers it with CloseOk
+            self._on_closed(
+                channel_error(method.reply_code or 0, method.reply_text or ""),
+                release=not self._close_sent,
+            )
         elif isinstance(method, spec.Basic.Cancel):
             self._on_broker_cancel(method.consumer_tag or "")
             if not method.nowait:
@@ -230,8 +238,10 @@ class Channel:
             self.flow_active = bool(method.active)
             self.connection._send_method(self.number, spec.Channel.FlowOk(active=method.active))
         elif isinstance(method, spec.Channel.CloseOk):
-            # our close timed out or the opening was abandoned: the number is free now
-            self.connection._release(self)
+            # the answer to our Close, after a timeout, an abandoned opening or
+            # a crossing Close from the broker: the number is free now
+            if self._closed:
+                self.connection._release(self)
         elif not self._closed:  # after our Channel.Close the rest is to be ignored
             log.warning("channel %d: unexpected %r", self.number, method)
 
@@ -282,7 +292,10 @@ class Channel:
             )
             confirmed = True
         finally:
-            self._on_closed(ChannelClosed(200, "Normal shutdown"), release=confirmed)
+            # the number stays taken while our Close awaits its CloseOk
+            self._on_closed(
+                ChannelClosed(200, "Normal shutdown"), release=confirmed or not self._close_sent
+            )
 
     def _abandon(self) -> None:
         """Close a channel whose opening was given up (a timeout, a cancel).
@@ -292,11 +305,14 @@ class Channel:
         """
         if self._closed:
             return
-        self._on_closed(ChannelClosed(200, "opening abandoned"), release=False)
         if self.connection.is_opened:
             self.connection._send_method(
                 self.number, spec.Channel.Close(reply_code=200, reply_text="opening abandoned")
             )
+            self._close_sent = True
+            self._on_closed(ChannelClosed(200, "opening abandoned"), release=False)
+        else:
+            self._on_closed(ChannelClosed(200, "opening abandoned"))
 
     async def __aenter__(self) -> Channel:
         return self
@@ -574,9 +590,11 @@ class Channel:
         def register(ok: spec.Basic.ConsumeOk) -> None:
             # Deliveries may follow ConsumeOk in the same read: the consumer
             # must be in place before they are dispatched.
-            self._consumers[ok.consumer_tag or tag] = consumer_callback
+            registered = ok.consumer_tag or tag
+            self._consumers[registered] = consumer_callback
+            self._requeue_for.discard(registered)  # a tag used again is a new consumer
             if not no_ack:
-                self._acking_consumers.add(ok.consumer_tag or tag)
+                self._acking_consumers.add(registered)
 
         def late(ok: spec.Basic.ConsumeOk) -> None:
             # the caller gave up: a consumer nobody expects must not take messages

@@ -20,11 +20,12 @@ DEFAULT_BROKER_PORT = 5672
 
 
 class TCPProxy:
-    """A TCP proxy in the test's own event loop that can cut or stall connections.
+    """A TCP proxy in the test's own event loop that can cut, stall or slow connections.
 
     ``stall()`` stops forwarding in both directions while keeping the sockets
-    open (a silent peer); ``resume()`` goes on; ``cut()`` drops every proxied
-    connection at once.
+    open (a silent peer); ``resume()`` goes on; ``slow()`` forwards in small
+    pieces with a pause before each (a slow or lossy link: frames arrive split
+    across reads); ``cut()`` drops every proxied connection at once.
 
     :param target_host: the broker's host.
     :param target_port: the broker's port.
@@ -49,6 +50,8 @@ class TCPProxy:
         self._held: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
+        self._delay = 0.0  # slow(): pause before each piece, and the largest piece
+        self._piece: int | None = None
         self.server_ssl = server_ssl  # given: the proxy terminates TLS
         self.peer_certificates: list[dict[str, Any] | None] = []
 
@@ -102,8 +105,12 @@ class TCPProxy:
                 if not data:
                     break
                 await self._flowing.wait()
-                sink.write(data)
-                await sink.drain()
+                piece = self._piece or len(data)
+                for start in range(0, len(data), piece):
+                    if self._delay:
+                        await asyncio.sleep(self._delay)
+                    sink.write(data[start : start + piece])
+                    await sink.drain()
         except (OSError, asyncio.CancelledError):
             pass
         finally:
@@ -119,6 +126,17 @@ class TCPProxy:
     def resume(self) -> None:
         """Forward again."""
         self._flowing.set()
+
+    def slow(self, delay: float, piece: int | None = None) -> None:
+        """Forward slowly, in both directions; ``slow(0)`` is full speed again.
+
+        :param delay: seconds to wait before forwarding each piece.
+        :param piece: the most bytes forwarded at a time (None: what came in one read).
+        """
+        if delay < 0 or (piece is not None and piece < 1):
+            raise ValueError("delay must be >= 0 and piece >= 1")
+        self._delay = delay
+        self._piece = piece
 
     def inject(self, data: bytes) -> None:
         """Send bytes to the clients as if the broker had sent them (use between frames).
