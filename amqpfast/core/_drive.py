@@ -26,6 +26,8 @@ log = logging.getLogger("amqpfast.core")
 _CoroutineType = types.CoroutineType
 _copy_context = contextvars.copy_context
 _current_task = asyncio.current_task
+# A cancel asked for and taken back (uncancel) stays armed on Python 3.11 and 3.12.
+_ARMED_CANCEL = "_must_cancel" if hasattr(asyncio.Task, "_must_cancel") else "_no_such_attribute"
 
 
 class _Done:
@@ -125,7 +127,7 @@ class CallbackRunner:
         try:
             # A driver someone cancelled takes nothing more (a handler kept it
             # as its current task): no later handler may inherit the cancel.
-            while queue and not (task.cancelling() or task._must_cancel):  # type: ignore[attr-defined]
+            while queue and not (task.cancelling() or getattr(task, _ARMED_CANCEL, False)):
                 coro = queue.popleft()
                 context = _copy_context()
                 try:
