@@ -181,7 +181,6 @@ class Message(AbstractMessage):
     @property
     def properties(self) -> BasicProperties:
         """The content-header properties this message is sent with."""
-        expiration = self.expiration
         # positional, in BasicProperties' order: half the cost of keywords
         return BasicProperties(
             self.content_type,
@@ -191,7 +190,7 @@ class Message(AbstractMessage):
             self.priority,
             self.correlation_id,
             self.reply_to,
-            None if expiration is None else encode_expiration(expiration),
+            encode_expiration(self.expiration),
             self.message_id,
             self.timestamp,
             self.type,  # message_type

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import operator
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
@@ -26,8 +27,14 @@ log = logging.getLogger("amqpfast.core")
 _CoroutineType = types.CoroutineType
 _copy_context = contextvars.copy_context
 _current_task = asyncio.current_task
-# A cancel asked for and taken back (uncancel) stays armed on Python 3.11 and 3.12.
-_ARMED_CANCEL = "_must_cancel" if hasattr(asyncio.Task, "_must_cancel") else "_no_such_attribute"
+# Whether someone asked a running Task to cancel: its armed flag, which also
+# covers a cancel taken back by uncancel() (still armed on 3.11 and 3.12);
+# where Task lacks the flag, the count of cancel requests.
+_cancel_asked: Callable[[asyncio.Task[Any]], Any] = (
+    operator.attrgetter("_must_cancel")
+    if hasattr(asyncio.Task, "_must_cancel")
+    else asyncio.Task.cancelling
+)
 
 
 class _Done:
@@ -127,7 +134,7 @@ class CallbackRunner:
         try:
             # A driver someone cancelled takes nothing more (a handler kept it
             # as its current task): no later handler may inherit the cancel.
-            while queue and not (task.cancelling() or getattr(task, _ARMED_CANCEL, False)):
+            while queue and not _cancel_asked(task):
                 coro = queue.popleft()
                 context = _copy_context()
                 try:

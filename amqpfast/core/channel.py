@@ -88,7 +88,8 @@ class Channel:
         self._runner = CallbackRunner(self.loop, "consumer callback")
         self._opened = False
         self._closed = False
-        self._close_sent = False  # our Channel.Close is out: its CloseOk frees the number
+        # our Channel.Close is out and its CloseOk not back: the number stays taken
+        self._awaiting_close_ok = False
         self._closing: asyncio.Future[None] = self.loop.create_future()
         # publisher confirms: delivery tag -> future; returned mandatory
         # messages find their publish through their message_id
@@ -152,7 +153,7 @@ class Channel:
             self.connection._send_method(self.number, method)
             self._pending.append(pending)
             if type(method) is spec.Channel.Close:
-                self._close_sent = True
+                self._awaiting_close_ok = True
             if timeout is None:
                 return await pending.future
             # A reply that comes after the timeout finds its entry done and is dropped.
@@ -223,11 +224,7 @@ class Channel:
             pass
         elif isinstance(method, spec.Channel.Close):
             self.connection._send_method(self.number, spec.Channel.CloseOk())
-            # crossed with our own Close: the broker still answers it with CloseOk
-            self._on_closed(
-                channel_error(method.reply_code or 0, method.reply_text or ""),
-                release=not self._close_sent,
-            )
+            self._on_closed(channel_error(method.reply_code or 0, method.reply_text or ""))
         elif isinstance(method, spec.Basic.Cancel):
             self._on_broker_cancel(method.consumer_tag or "")
             if not method.nowait:
@@ -240,6 +237,7 @@ class Channel:
         elif isinstance(method, spec.Channel.CloseOk):
             # the answer to our Close, after a timeout, an abandoned opening or
             # a crossing Close from the broker: the number is free now
+            self._awaiting_close_ok = False
             if self._closed:
                 self.connection._release(self)
         elif not self._closed:  # after our Channel.Close the rest is to be ignored
@@ -247,9 +245,7 @@ class Channel:
 
     # ------------------------------------------------------------ closing
 
-    def _on_closed(self, error: BaseException, release: bool = True) -> None:
-        # release=False: the broker has not confirmed the close yet, so the
-        # number stays taken until its CloseOk (or the end of the connection).
+    def _on_closed(self, error: BaseException) -> None:
         if self._closed and self._closing.done():
             return
         self._closed = True
@@ -273,7 +269,9 @@ class Channel:
         self._runner.cancel()  # as with aio-pika: handlers do not outlive their channel
         self._acking_consumers.clear()
         self._requeue_for.clear()
-        if release:
+        # Until the broker answers our Close (even one crossing its own), the
+        # number stays taken: the CloseOk branch releases it.
+        if not self._awaiting_close_ok:
             self.connection._release(self)
 
     def _on_connection_closed(self, error: BaseException) -> None:
@@ -283,19 +281,15 @@ class Channel:
         """Close the channel (Channel.Close, then wait for CloseOk)."""
         if self._closed:
             return
-        confirmed = False
         try:
             await self._call(
                 spec.Channel.Close(reply_code=200, reply_text="Normal shutdown"),
                 (spec.Channel.CloseOk,),
                 timeout,
             )
-            confirmed = True
+            self._awaiting_close_ok = False
         finally:
-            # the number stays taken while our Close awaits its CloseOk
-            self._on_closed(
-                ChannelClosed(200, "Normal shutdown"), release=confirmed or not self._close_sent
-            )
+            self._on_closed(ChannelClosed(200, "Normal shutdown"))
 
     def _abandon(self) -> None:
         """Close a channel whose opening was given up (a timeout, a cancel).
@@ -309,10 +303,8 @@ class Channel:
             self.connection._send_method(
                 self.number, spec.Channel.Close(reply_code=200, reply_text="opening abandoned")
             )
-            self._close_sent = True
-            self._on_closed(ChannelClosed(200, "opening abandoned"), release=False)
-        else:
-            self._on_closed(ChannelClosed(200, "opening abandoned"))
+            self._awaiting_close_ok = True
+        self._on_closed(ChannelClosed(200, "opening abandoned"))
 
     async def __aenter__(self) -> Channel:
         return self
