@@ -1,0 +1,392 @@
+"""Runs aio-pika's own test suite against amqpfast (see scripts/aio_pika_suite.sh).
+
+Steps: fetch aio-pika's sdist (cached), copy its tests/ into a fresh run
+directory with our conftest.py and docker_client.py over aio-pika's Docker
+ones, make a virtual host on the shared broker and boot a private node (with
+a TLS listener) for the tests that kill or restart their broker, then run the
+test files in worker processes, two at a time.
+
+Nothing may hang the run: every test has a hard time limit (pytest-timeout,
+which ends the process), and a process that ends early is started again on
+the tests it did not reach; the test it was in counts as hung. The summary
+counts a test that never ran as not reached, never as passed, and compares
+the failures with the expected differences in expected.txt (each listed with
+its reason in docs/src/migration.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from amqpfast.testing import RabbitmqctlAdmin
+from amqpfast.testing.node import RabbitNode, TLSFiles
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+CACHE = ROOT / ".suite"
+AIO_PIKA = "aio-pika"
+VERSION = "10.2.1"
+INDEX = "https://pypi.org/simple"
+DEFAULT_TIMEOUT = 90  # seconds per test, unless the test asks for more itself
+BROKER_URL = os.environ.get("AMQPFAST_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def log(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+# ---------------------------------------------------------------- the sources
+
+
+def fetch_sdist(project: str, version: str) -> Path:
+    """The sdist of project==version, from the package index (checked by its sha256)."""
+    filename = f"{project.replace('-', '_')}-{version}.tar.gz"
+    target = CACHE / filename
+    if target.exists():
+        return target
+    CACHE.mkdir(exist_ok=True)
+    page = urllib.request.urlopen(f"{INDEX}/{project}/", timeout=60).read().decode()
+    match = re.search(rf'href="([^"]*/{re.escape(filename)})#sha256=([0-9a-f]+)"', page)
+    if match is None:
+        raise SystemExit(f"{filename} is not on {INDEX}")
+    url, digest = match.groups()
+    data = urllib.request.urlopen(url, timeout=120).read()
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise SystemExit(f"{filename}: sha256 mismatch")
+    target.write_bytes(data)
+    return target
+
+
+def prepare_tests(run_dir: Path) -> Path:
+    """aio-pika's tests/ in run_dir, with our conftest and Docker stand-in."""
+    sdist = fetch_sdist(AIO_PIKA, VERSION)
+    prefix = f"{AIO_PIKA.replace('-', '_')}-{VERSION}/tests/"
+    tests = run_dir / "tests"
+    with tarfile.open(sdist) as archive:
+        for member in archive.getmembers():
+            if member.isfile() and member.name.startswith(prefix):
+                target = tests / member.name[len(prefix) :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = archive.extractfile(member)
+                assert source is not None
+                target.write_bytes(source.read())
+    for name in ("conftest.py", "docker_client.py"):
+        shutil.copy(HERE / name, tests / name)
+    (run_dir / "pytest.ini").write_text(
+        "[pytest]\naddopts = -p no:asyncio -p no:cacheprovider\nmarkers =\n    asyncio: asyncio\n"
+    )
+    return tests
+
+
+def test_timeout(path: Path) -> int:
+    """Seconds a test of this file may take: the default, or more if a test asks
+    for more with its own aiomisc.timeout(...)."""
+    asked = [int(float(t)) for t in re.findall(r"timeout\((\d+(?:\.\d+)?)\)", path.read_text())]
+    return max([DEFAULT_TIMEOUT, *(t + 15 for t in asked)])
+
+
+# ---------------------------------------------------------------- brokers
+
+
+def make_tls_files(directory: Path) -> TLSFiles:
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("localhost", "127.0.0.1")
+    files = TLSFiles(
+        str(directory / "ca.pem"), str(directory / "cert.pem"), str(directory / "key.pem")
+    )
+    ca.cert_pem.write_to_path(files.cafile)
+    server.cert_chain_pems[0].write_to_path(files.certfile)
+    server.private_key_pem.write_to_path(files.keyfile)
+    return files
+
+
+# ---------------------------------------------------------------- running
+
+
+class Results:
+    """Outcome per test id, from the lines the conftest appends as tests end."""
+
+    def __init__(self) -> None:
+        self.outcome: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def read(self, path: Path) -> list[str]:
+        """Record what path says; return the test ids it mentions, in order."""
+        seen: list[str] = []
+        if not path.exists():
+            return seen
+        with self.lock:
+            for line in path.read_text().splitlines():
+                try:
+                    report = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a kill
+                nodeid, when, outcome = report["nodeid"], report["when"], report["outcome"]
+                if nodeid not in seen:
+                    seen.append(nodeid)
+                self.outcome[nodeid] = merge(self.outcome.get(nodeid), when, outcome)
+        return seen
+
+
+def merge(previous: str | None, when: str, outcome: str) -> str:
+    """One outcome per test: error (setup/teardown failed) > failed > skipped > passed."""
+    current = ("failed" if when == "call" else "error") if outcome == "failed" else outcome
+    order = ["passed", "skipped", "failed", "error"]
+    if previous is None:
+        return current
+    return max(previous, current, key=order.index)
+
+
+def collect(run_dir: Path, env: dict[str, str]) -> dict[str, list[str]]:
+    """Test ids per file, in the order pytest runs them."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "tests"],
+        cwd=run_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    files: dict[str, list[str]] = collections.defaultdict(list)
+    for line in done.stdout.splitlines():
+        if "::" in line and line.startswith("tests/"):
+            files[line.split("::")[0]].append(line.strip())
+    if not files:
+        print(done.stdout[-5000:], done.stderr[-5000:])
+        raise SystemExit("collection found no tests")
+    errors = re.findall(r"^ERROR (\S+)", done.stdout, re.M)
+    for path in errors:
+        files.setdefault(path, [])  # a module that does not import: all of it fails
+    return files
+
+
+class Suite:
+    """One run: where it happens, with what, and what came of each test."""
+
+    def __init__(self, run_dir: Path, env: dict[str, str], extra: list[str]) -> None:
+        self.run_dir = run_dir
+        self.env = env
+        self.extra = extra  # more pytest arguments (-k ...)
+        self.results = Results()
+        self.hung: list[str] = []
+        self.broken: list[str] = []  # files that do not import
+
+    def run_file(self, path: str, tests: list[str]) -> None:
+        """Run one file's tests, again and again from where a killed process stopped."""
+        timeout = test_timeout(self.run_dir / path)
+        remaining = list(tests)
+        attempt = 0
+        while True:
+            attempt += 1
+            out = self.run_dir / "results" / f"{path.replace('/', '_')}.{attempt}.jsonl"
+            out.parent.mkdir(exist_ok=True)
+            args = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly"]
+            args += [f"--timeout={timeout}", "--timeout-method=thread", *self.extra]
+            args += remaining if attempt > 1 else [path]
+            with open(out.with_suffix(".log"), "w") as output:
+                returncode = _run_bounded(args, self.run_dir, self.env, out, output, timeout)
+            seen = self.results.read(out)
+            if not tests:
+                self.broken.append(path)
+                return
+            left = [t for t in remaining if t not in seen and t not in self.results.outcome]
+            if returncode == 0 or not left:
+                return
+            # The process ended early: the first test it did not finish hung or crashed it.
+            self.hung.append(left[0])
+            remaining = left[1:]
+            if not remaining:
+                return
+
+
+def _run_bounded(
+    args: list[str],
+    run_dir: Path,
+    env: dict[str, str],
+    out: Path,
+    output: object,
+    timeout: int,
+) -> int:
+    """Run pytest; if even pytest-timeout cannot end it, kill its process group."""
+    process = subprocess.Popen(
+        args,
+        cwd=run_dir,
+        env={**env, "AMQPFAST_SUITE_RESULTS": str(out)},
+        stdout=output,  # type: ignore[arg-type]
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    last_progress = time.monotonic()
+    size = 0
+    while process.poll() is None:
+        time.sleep(0.5)
+        current = out.stat().st_size if out.exists() else 0
+        if current != size:
+            size, last_progress = current, time.monotonic()
+        elif time.monotonic() - last_progress > timeout + 60:
+            os.killpg(process.pid, 9)
+            process.wait()
+            return -9
+    return process.returncode
+
+
+# ---------------------------------------------------------------- the summary
+
+
+def read_expected() -> dict[str, str]:
+    """Test id -> reason, for the deliberate differences (expected.txt)."""
+    expected = {}
+    for line in (HERE / "expected.txt").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            nodeid, _, reason = line.partition(" ")
+            expected[nodeid] = reason.strip()
+    return expected
+
+
+def summarize(suite: Suite, files: dict[str, list[str]], took: float, target: str) -> int:
+    expected = read_expected()
+    counts: collections.Counter[str] = collections.Counter()
+    per_file: dict[str, collections.Counter[str]] = {}
+    unexpected: list[tuple[str, str]] = []
+    expected_seen: list[tuple[str, str]] = []
+    for path, tests in sorted(files.items()):
+        file_counts: collections.Counter[str] = collections.Counter()
+        if path in suite.broken:
+            file_counts["error"] += 1
+            unexpected.append((path, "error (does not import)"))
+        for nodeid in tests:
+            outcome = suite.results.outcome.get(nodeid, "not reached")
+            if nodeid in suite.hung:
+                outcome = "hung"
+            if nodeid in expected:
+                expected_seen.append((nodeid, outcome))
+                outcome = "passed (expected difference)" if outcome == "passed" else "expected"
+            elif outcome not in ("passed", "skipped"):
+                unexpected.append((nodeid, outcome))
+            file_counts[outcome] += 1
+        per_file[path] = file_counts
+        counts.update(file_counts)
+    print()
+    print(f"aio-pika {VERSION} test suite against {target}")
+    for path, file_counts in per_file.items():
+        print(f"  {path:48} " + ", ".join(f"{n} {k}" for k, n in sorted(file_counts.items())))
+    if unexpected:
+        print("\nnot passed:")
+        for nodeid, outcome in unexpected:
+            print(f"  {outcome:12} {nodeid}")
+    if expected_seen:
+        print("\nexpected differences (docs/src/migration.md):")
+        for nodeid, outcome in expected_seen:
+            print(f"  {outcome:12} {nodeid}  -- {expected[nodeid]}")
+    total = sum(counts.values())
+    print(
+        f"\n{total} tests in {took:.0f} s: "
+        + ", ".join(f"{n} {k}" for k, n in counts.most_common())
+    )
+    return 1 if unexpected else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("files", nargs="*", help="test files (tests/test_amqp.py ...); default all")
+    parser.add_argument("-k", dest="keyword", help="only the tests pytest -k selects")
+    parser.add_argument("--target", choices=["amqpfast", "aio-pika"], default="amqpfast")
+    parser.add_argument("--jobs", type=int, default=2, help="test files run at once")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory")
+    options = parser.parse_args()
+
+    started = time.monotonic()
+    CACHE.mkdir(exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
+    prepare_tests(run_dir)
+    admin = RabbitmqctlAdmin()
+    vhost = f"amqpfast-aio-pika-suite-{uuid.uuid4().hex[:8]}"
+    admin.add_vhost(vhost, "guest")
+    node = RabbitNode(tls=make_tls_files(run_dir))
+    try:
+        log(f"booting a private node for the kill/restart and TLS tests: {node.node}")
+        node.start()
+        env = dict(os.environ)
+        env.update(
+            AMQPFAST_SUITE_TARGET=options.target,
+            AMQPFAST_SUITE_URL=f"{BROKER_URL.rstrip('/')}/{vhost}",
+            AMQPFAST_SUITE_NODE=str(node.base_dir),
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+        files = collect(run_dir, env)
+        if options.files:
+            files = {path: tests for path, tests in files.items() if path in options.files}
+        extra = ["-k", options.keyword] if options.keyword else []
+        if options.keyword:
+            # -k narrows what runs; count only what it selects.
+            files = {
+                path: [t for t in tests if _selected(t, options.keyword)]
+                for path, tests in files.items()
+            }
+            files = {path: tests for path, tests in files.items() if tests}
+        log(f"running {sum(map(len, files.values()))} tests in {len(files)} files")
+        suite = Suite(run_dir, env, extra)
+        # Files that use the private node run one at a time: they restart it.
+        node_lock = threading.Lock()
+        queue = sorted(files, key=lambda p: -len(files[p]))
+
+        def worker() -> None:
+            while True:
+                try:
+                    path = queue.pop(0)
+                except IndexError:
+                    return
+                uses_node = "docker" in (run_dir / path).read_text()
+                with node_lock if uses_node else _nothing():
+                    start = time.monotonic()
+                    suite.run_file(path, files[path])
+                    log(f"{path} done in {time.monotonic() - start:.0f} s")
+
+        workers = [threading.Thread(target=worker) for _ in range(options.jobs)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+        return summarize(suite, files, time.monotonic() - started, options.target)
+    finally:
+        node.close()
+        admin.delete_vhost(vhost)
+        if options.keep:
+            log(f"run directory kept: {run_dir}")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _selected(nodeid: str, keyword: str) -> bool:
+    # A simple stand-in for -k: substring match on the test id (no and/or/not).
+    return keyword in nodeid
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
