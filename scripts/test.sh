@@ -64,6 +64,11 @@ step "pytest" python -m pytest --durations=10 || true
 step "pytest codec (python)" env AMQPFAST_NO_EXTENSIONS=1 \
     python -m pytest tests -k codec -rfEX --durations=5 || true
 
+# aio-pika's own test suite (fetched at run time) against amqpfast: fails on
+# any failure that is neither a deliberate difference nor a known one
+# (scripts/aio_pika_suite/expected.txt, known_failures.txt).
+step "aio-pika suite" bash scripts/aio_pika_suite.sh || true
+
 # The documentation builds with warnings as errors.
 step docs bash scripts/docs.sh || true
 # The wheel and the pure-Python wheel, each installed into a fresh virtual

@@ -53,6 +53,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when != "call" and report.outcome == "passed":
         return  # setup and teardown that went well say nothing new
     line = {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome}
+    if report.failed:  # the end of the traceback, for the runner's --explain
+        line["why"] = report.longreprtext[-4000:]
     with open(path, "a") as results:
         results.write(json.dumps(line) + "\n")
 

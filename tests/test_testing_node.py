@@ -1,0 +1,73 @@
+"""amqpfast.testing.node: a private RabbitMQ node that tests may kill, restart and reset.
+
+One node for the module (booting takes seconds); the shared broker is not touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from amqpfast.codec import BasicProperties
+from amqpfast.core import connect
+from amqpfast.exceptions import ChannelNotFoundEntity
+from amqpfast.testing.node import RabbitNode, TLSFiles
+
+pytestmark = pytest.mark.skipif(
+    not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists(),
+    reason="needs Debian's rabbitmq-server installation",
+)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    folder = tmp_path_factory.mktemp("node-tls")
+    authority = trustme.CA()
+    server = authority.issue_cert("localhost", "127.0.0.1")
+    tls = TLSFiles(str(folder / "ca.pem"), str(folder / "cert.pem"), str(folder / "key.pem"))
+    authority.cert_pem.write_to_path(tls.cafile)
+    server.cert_chain_pems[0].write_to_path(tls.certfile)
+    server.private_key_pem.write_to_path(tls.keyfile)
+    with RabbitNode(tls=tls) as started:
+        yield started
+
+
+async def _queue_depth(url: str, queue: str) -> int:
+    async with await connect(url) as conn:
+        channel = await conn.channel()
+        return (await channel.queue_declare(queue, passive=True)).message_count
+
+
+async def test_kill_and_start_keep_durable_messages(node: RabbitNode, unique: str) -> None:
+    async with await connect(node.url) as conn:
+        channel = await conn.channel()
+        await channel.queue_declare(unique, durable=True)
+        await channel.basic_publish(
+            b"survives", routing_key=unique, properties=BasicProperties(delivery_mode=2)
+        )
+    first_pid = node.pid
+    node.kill()
+    assert not node.running()
+    node.start()
+    assert node.pid != first_pid
+    assert await _queue_depth(node.url, unique) == 1
+
+
+async def test_reset_gives_a_new_nodes_state(node: RabbitNode, unique: str) -> None:
+    async with await connect(node.url) as conn:
+        channel = await conn.channel()
+        await channel.queue_declare(unique, durable=True)
+    node.reset()
+    with pytest.raises(ChannelNotFoundEntity):
+        await _queue_depth(node.url, unique)
+
+
+async def test_tls_listener_and_rabbitmqctl(node: RabbitNode) -> None:
+    assert node.tls is not None
+    async with await connect(f"{node.tls_url}?cafile={node.tls.cafile}") as conn:
+        assert conn.server_properties["product"] == "RabbitMQ"
+        await conn.channel()
+    assert "/" in node.rabbitmqctl("list_vhosts", "--quiet").split()
