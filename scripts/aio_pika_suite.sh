@@ -7,7 +7,8 @@
 #   bash scripts/aio_pika_suite.sh                      # everything
 #   bash scripts/aio_pika_suite.sh tests/test_amqp.py   # one file
 #   bash scripts/aio_pika_suite.sh -k test_message      # tests whose id contains it
-#   bash scripts/aio_pika_suite.sh --target aio-pika    # the real aio-pika, as a reference
+#   bash scripts/aio_pika_suite.sh --target upstream    # the real aio-pika, as a reference
+#   bash scripts/aio_pika_suite.sh --suite aiormq       # aiormq 7.2.4's tests on amqpfast's aiormq face
 #
 # Exits non-zero when a test fails that is not an expected difference
 # (scripts/aio_pika_suite/expected.txt, explained in docs/src/migration.md).

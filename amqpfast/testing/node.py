@@ -36,11 +36,13 @@ class NodeError(RuntimeError):
 @dataclass(frozen=True)
 class TLSFiles:
     """PEM files for the node's TLS listener: the CA that signed the server's
-    certificate, the certificate and its key."""
+    certificate, the certificate and its key; with ``verify_peer`` the node
+    checks the certificates clients offer (against ``cafile``)."""
 
     cafile: str
     certfile: str
     keyfile: str
+    verify_peer: bool = False
 
 
 def free_port() -> int:
@@ -143,7 +145,7 @@ class RabbitNode:
                 f"ssl_options.cacertfile = {self.tls.cafile}",
                 f"ssl_options.certfile = {self.tls.certfile}",
                 f"ssl_options.keyfile = {self.tls.keyfile}",
-                "ssl_options.verify = verify_none",
+                f"ssl_options.verify = {'verify_peer' if self.tls.verify_peer else 'verify_none'}",
                 "ssl_options.fail_if_no_peer_cert = false",
             ]
         (base / "rabbitmq.conf").write_text("\n".join(lines) + "\n")

@@ -13,26 +13,15 @@ the same fixtures without Docker:
   ``declare_queue``, ``declare_exchange``, ``memory_tracer``: as aio-pika
   defines them, so that its tests see the behaviour they were written for.
 
-With ``AMQPFAST_SUITE_TARGET=amqpfast`` (the default) ``aio_pika`` is
-amqpfast (``amqpfast.compat.install()``); with ``aio-pika`` it is the real
-one, to check that these fixtures give aio-pika a clean run.
-
-Each test's outcome is appended to ``AMQPFAST_SUITE_RESULTS`` as it ends, so
-the runner knows how far a process got if it had to kill it.
+suite_plugin.py, loaded before this file, makes ``aio_pika`` amqpfast and
+provides ``amqp_direct_url``, ``rabbitmq_container`` and ``docker``.
 """
 
 import asyncio
 import gc
-import json
-import os
 import tracemalloc
 from contextlib import suppress
 from functools import partial
-
-if os.environ.get("AMQPFAST_SUITE_TARGET", "amqpfast") == "amqpfast":
-    import amqpfast.compat
-
-    amqpfast.compat.install()
 
 import aio_pika
 import aiormq
@@ -40,50 +29,6 @@ import pamqp
 import pytest
 from aiomisc import awaitable
 from yarl import URL
-
-from .docker_client import ContainerInfo, private_node
-
-# ---------------------------------------------------------------- reporting
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    path = os.environ.get("AMQPFAST_SUITE_RESULTS")
-    if not path:
-        return
-    if report.when != "call" and report.outcome == "passed":
-        return  # setup and teardown that went well say nothing new
-    line = {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome}
-    if report.failed:  # the end of the traceback, for the runner's --explain
-        line["why"] = report.longreprtext[-4000:]
-    with open(path, "a") as results:
-        results.write(json.dumps(line) + "\n")
-
-
-# ---------------------------------------------------------------- brokers
-
-
-@pytest.fixture(scope="session")
-def docker():
-    """Starts "containers": every one is the run's private node, reset as new."""
-
-    def run(image, ports, environment=None):
-        node = private_node()
-        node.start()
-        return ContainerInfo.of(node)
-
-    return run
-
-
-@pytest.fixture(scope="session")
-def rabbitmq_container():
-    node = private_node()
-    node.start()
-    return ContainerInfo.of(node)
-
-
-@pytest.fixture(scope="session")
-def amqp_direct_url() -> URL:
-    return URL(os.environ["AMQPFAST_SUITE_URL"])
 
 
 @pytest.fixture

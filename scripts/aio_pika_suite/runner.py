@@ -32,6 +32,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from amqpfast.testing import RabbitmqctlAdmin
@@ -40,8 +41,25 @@ from amqpfast.testing.node import RabbitNode, TLSFiles
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 CACHE = ROOT / ".suite"
-AIO_PIKA = "aio-pika"
-VERSION = "10.2.1"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A project whose test suite runs here, and how."""
+
+    project: str
+    version: str
+    conftest: str | None  # ours, to put over theirs (theirs needs Docker)
+    private_broker: bool  # every test on the private node, not the shared broker
+    certs: str | None  # the sdist's TLS files for the node, else made here
+
+
+UPSTREAMS = {
+    "aio-pika": Upstream("aio-pika", "10.2.1", "conftest.py", False, None),
+    # aiormq's conftest needs no Docker; it lacks only the broker fixtures,
+    # which suite_plugin.py adds. Its amqps tests need its own certificates.
+    "aiormq": Upstream("aiormq", "7.2.4", None, True, "tests/certs"),
+}
 INDEX = "https://pypi.org/simple"
 DEFAULT_TIMEOUT = 45  # seconds per test, unless the test asks for more itself
 BROKER_URL = os.environ.get("AMQPFAST_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -73,10 +91,10 @@ def fetch_sdist(project: str, version: str) -> Path:
     return target
 
 
-def prepare_tests(run_dir: Path) -> Path:
-    """aio-pika's tests/ in run_dir, with our conftest and Docker stand-in."""
-    sdist = fetch_sdist(AIO_PIKA, VERSION)
-    prefix = f"{AIO_PIKA.replace('-', '_')}-{VERSION}/tests/"
+def prepare_tests(run_dir: Path, upstream: Upstream) -> Path:
+    """The project's tests/ in run_dir, with our conftest and Docker stand-in."""
+    sdist = fetch_sdist(upstream.project, upstream.version)
+    prefix = f"{upstream.project.replace('-', '_')}-{upstream.version}/tests/"
     tests = run_dir / "tests"
     with tarfile.open(sdist) as archive:
         for member in archive.getmembers():
@@ -86,10 +104,13 @@ def prepare_tests(run_dir: Path) -> Path:
                 source = archive.extractfile(member)
                 assert source is not None
                 target.write_bytes(source.read())
-    for name in ("conftest.py", "docker_client.py"):
-        shutil.copy(HERE / name, tests / name)
+    shutil.copy(HERE / "docker_client.py", tests / "docker_client.py")
+    if upstream.conftest:
+        shutil.copy(HERE / upstream.conftest, tests / "conftest.py")
     (run_dir / "pytest.ini").write_text(
-        "[pytest]\naddopts = -p no:asyncio -p no:cacheprovider\nmarkers =\n    asyncio: asyncio\n"
+        "[pytest]\n"
+        "addopts = -p no:asyncio -p no:cacheprovider -p suite_plugin\n"
+        "markers =\n    asyncio: asyncio\n"
     )
     return tests
 
@@ -104,14 +125,18 @@ def test_timeout(path: Path) -> int:
 # ---------------------------------------------------------------- brokers
 
 
-def make_tls_files(directory: Path) -> TLSFiles:
+def tls_files(run_dir: Path, upstream: Upstream) -> TLSFiles:
+    """The project's own certificates (clients check them), else new ones."""
+    if upstream.certs:
+        certs = run_dir / upstream.certs
+        return TLSFiles(
+            str(certs / "ca.pem"), str(certs / "server.pem"), str(certs / "server.key"), True
+        )
     import trustme
 
     ca = trustme.CA()
     server = ca.issue_cert("localhost", "127.0.0.1")
-    files = TLSFiles(
-        str(directory / "ca.pem"), str(directory / "cert.pem"), str(directory / "key.pem")
-    )
+    files = TLSFiles(str(run_dir / "ca.pem"), str(run_dir / "cert.pem"), str(run_dir / "key.pem"))
     ca.cert_pem.write_to_path(files.cafile)
     server.cert_chain_pems[0].write_to_path(files.certfile)
     server.private_key_pem.write_to_path(files.keyfile)
@@ -185,8 +210,14 @@ class Suite:
     """One run: where it happens, with what, and what came of each test."""
 
     def __init__(
-        self, run_dir: Path, env: dict[str, str], extra: list[str], name: str = "run"
+        self,
+        upstream: Upstream,
+        run_dir: Path,
+        env: dict[str, str],
+        extra: list[str],
+        name: str = "run",
     ) -> None:
+        self.upstream = upstream
         self.name = name  # keeps the result files of a retry apart
         self.run_dir = run_dir
         self.env = env
@@ -276,7 +307,7 @@ def summarize(
     """Print the counts and lists; return the ids of the tests that did not pass."""
     counts: collections.Counter[str] = collections.Counter()
     not_passed: list[tuple[str, str]] = []
-    print(f"\naio-pika {VERSION} test suite against {target}")
+    print(f"\n{suite.upstream.project} {suite.upstream.version}'s test suite on {target}")
     for path, tests in sorted(files.items()):
         file_counts: collections.Counter[str] = collections.Counter()
         if path in suite.broken:
@@ -338,7 +369,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="*", help="test files (tests/test_amqp.py ...); default all")
     parser.add_argument("-k", dest="keyword", help="only the tests pytest -k selects")
-    parser.add_argument("--target", choices=["amqpfast", "aio-pika"], default="amqpfast")
+    parser.add_argument(
+        "--suite", choices=sorted(UPSTREAMS), default="aio-pika", help="whose tests to run"
+    )
+    parser.add_argument(
+        "--target",
+        choices=["amqpfast", "upstream"],
+        default="amqpfast",
+        help="run them on amqpfast, or on the project itself (a reference run)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="test files run at once")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     parser.add_argument(
@@ -358,20 +397,23 @@ def main() -> int:
     started = time.monotonic()
     CACHE.mkdir(exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
-    prepare_tests(run_dir)
+    upstream = UPSTREAMS[options.suite]
+    prepare_tests(run_dir, upstream)
     admin = RabbitmqctlAdmin()
     vhost = f"amqpfast-aio-pika-suite-{uuid.uuid4().hex[:8]}"
     admin.add_vhost(vhost, "guest")
-    node = RabbitNode(tls=make_tls_files(run_dir))
+    node = RabbitNode(tls=tls_files(run_dir, upstream))
     try:
         log(f"booting a private node for the kill/restart and TLS tests: {node.node}")
         node.start()
+        shared_url = f"{BROKER_URL.rstrip('/')}/{vhost}"
         env = dict(os.environ)
         env.update(
             AMQPFAST_SUITE_TARGET=options.target,
-            AMQPFAST_SUITE_URL=f"{BROKER_URL.rstrip('/')}/{vhost}",
+            AMQPFAST_SUITE_URL=node.url + "/" if upstream.private_broker else shared_url,
             AMQPFAST_SUITE_NODE=str(node.base_dir),
             PYTHONDONTWRITEBYTECODE="1",
+            PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
         )
         files = collect(run_dir, env)
         if options.files:
@@ -385,7 +427,7 @@ def main() -> int:
             }
             files = {path: tests for path, tests in files.items() if tests}
         log(f"running {sum(map(len, files.values()))} tests in {len(files)} files")
-        suite = Suite(run_dir, env, extra)
+        suite = Suite(upstream, run_dir, env, extra)
         run_files(suite, files, options.jobs)
         if options.retry:
             retry_flaky(suite, files, options.target, options.jobs)
@@ -393,7 +435,7 @@ def main() -> int:
         not_passed = summarize(suite, files, took, options.target, options.explain)
         if options.write_failures:
             Path(options.write_failures).write_text("".join(f"{n}\n" for n in not_passed))
-        if options.target != "amqpfast":
+        if options.target != "amqpfast" or options.suite != "aio-pika":
             return 1 if not_passed else 0
         ran = {nodeid for tests in files.values() for nodeid in tests} | set(files)
         return judge(not_passed, ran)
@@ -440,7 +482,9 @@ def retry_flaky(suite: Suite, files: dict[str, list[str]], target: str, jobs: in
             nodeid
             for nodeid in tests
             if suite.results.outcome.get(nodeid) in ("failed", "error")
-            and (target != "amqpfast" or nodeid not in listed)
+            and (
+                target != "amqpfast" or suite.upstream.project != "aio-pika" or nodeid not in listed
+            )
         ]
         for path, tests in files.items()
     }
@@ -448,7 +492,7 @@ def retry_flaky(suite: Suite, files: dict[str, list[str]], target: str, jobs: in
     if not failed:
         return
     log(f"running the {sum(map(len, failed.values()))} failed tests once more")
-    again = Suite(suite.run_dir, suite.env, [], name="retry")
+    again = Suite(suite.upstream, suite.run_dir, suite.env, [], name="retry")
     run_files(again, failed, jobs, whole=False)
     for tests in failed.values():
         for nodeid in tests:
