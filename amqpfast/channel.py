@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+import warnings
+from collections.abc import Awaitable, Generator
+from typing import TYPE_CHECKING, Any, Literal
 
 from pamqp import commands as spec
 
-from .abc import AbstractChannel, ExchangeType, TimeoutType
+from .abc import AbstractChannel, ExchangeType, TimeoutType, UnderlayChannel
 from .core import Channel as LowLevelChannel
 from .core import DeliveredMessage
 from .exceptions import ChannelInvalidStateError
@@ -42,6 +43,7 @@ class Channel(AbstractChannel):
 
     QUEUE_CLASS = Queue
     EXCHANGE_CLASS = Exchange
+    default_exchange: Exchange
 
     def __init__(
         self,
@@ -54,12 +56,12 @@ class Channel(AbstractChannel):
             raise RuntimeError('"on_return_raises" needs "publisher_confirms"')
         self._connection = connection
         self._channel_number = channel_number
-        self._channel: LowLevelChannel | None = None
+        self._channel: UnderlayChannel | None = None
         self._closed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.publisher_confirms = publisher_confirms
         self.on_return_raises = on_return_raises
-        self.close_callbacks = CallbackCollection(self)
-        self.return_callbacks = CallbackCollection(self)
+        self.close_callbacks: CallbackCollection[Any, ...] = CallbackCollection(self)
+        self.return_callbacks: CallbackCollection[Any, ...] = CallbackCollection(self)
         self.default_exchange = self.EXCHANGE_CLASS(self, "", ExchangeType.DIRECT)
 
     def __str__(self) -> str:
@@ -83,8 +85,8 @@ class Channel(AbstractChannel):
     @property
     def is_closed(self) -> bool:
         """Not open: never opened, closed by us, the broker or the connection."""
-        channel = self._channel
-        return channel is None or channel.is_closed or self._closed.done()
+        underlay = self._channel
+        return underlay is None or self._closed.done() or underlay.channel.is_closed
 
     @property
     def _gone(self) -> bool:
@@ -94,16 +96,23 @@ class Channel(AbstractChannel):
     @property
     def number(self) -> int | None:
         """The channel number."""
-        return self._channel.number if self._channel is not None else self._channel_number
+        underlay = self._channel
+        return self._channel_number if underlay is None else underlay.channel.number
 
-    def closed(self) -> asyncio.Future[bool]:
-        """An awaitable that finishes (True) when the channel is closed."""
-        return asyncio.shield(self._closed)
+    def closed(self) -> Awaitable[Literal[True]]:
+        """An awaitable that finishes (True) when the channel is closed.
+
+        Cancelling it (or a timeout around it) does not touch the channel.
+        """
+        return asyncio.shield(self._closed)  # type: ignore[arg-type]
 
     def channel_or_raise(self) -> LowLevelChannel:
         """The low-level channel, or ChannelInvalidStateError if it is closed."""
-        channel = self._channel
-        if channel is None or channel.is_closed:
+        underlay = self._channel
+        if underlay is None:
+            raise ChannelInvalidStateError(f"{self!r} was not opened")
+        channel = underlay.channel
+        if channel.is_closed:
             raise ChannelInvalidStateError(f"{self!r} is closed")
         return channel
 
@@ -113,22 +122,30 @@ class Channel(AbstractChannel):
 
     @property
     def channel(self) -> LowLevelChannel:
-        """The low-level channel (aio-pika keeps this for old code)."""
+        """The low-level channel (deprecated, as in aio-pika: use :meth:`get_underlay_channel`)."""
+        warnings.warn(
+            "Channel.channel is deprecated: await channel.get_underlay_channel()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self.channel_or_raise()
 
     # ------------------------------------------------------------ opening, closing
 
     async def _open(self, timeout: TimeoutType = None) -> None:
-        low_connection = self._connection.transport
-        channel = await low_connection.channel(
-            self._channel_number,
+        transport = self._connection.transport
+        if transport is None:
+            raise ChannelInvalidStateError("No active transport in channel")
+        underlay = await UnderlayChannel.create(
+            transport.connection,
+            self._on_close,
+            channel_number=self._channel_number,
             publisher_confirms=self.publisher_confirms,
             on_return_raises=self.on_return_raises,
             timeout=timeout,
         )
-        self._channel = channel
-        channel.on_return_callbacks.append(self._on_return)
-        channel._closing.add_done_callback(self._on_low_level_closed)
+        self._channel = underlay
+        underlay.channel.on_return_callbacks.append(self._on_return)
         if self._closed.done():
             self._closed = asyncio.get_running_loop().create_future()
 
@@ -144,8 +161,12 @@ class Channel(AbstractChannel):
         """Open a closed channel again (a new low-level channel)."""
         await self._open()
 
-    def _on_low_level_closed(self, closing: asyncio.Future[None]) -> None:
-        self._set_closed(None if closing.cancelled() else closing.exception())
+    async def _on_close(self, closing: asyncio.Future[None]) -> BaseException | None:
+        # the low-level channel closed (once per opening): by us, the broker
+        # or the connection
+        error = asyncio.CancelledError() if closing.cancelled() else closing.exception()
+        self._set_closed(error)
+        return error
 
     def _set_closed(self, error: BaseException | None) -> None:
         # once per opening, whether the broker, the connection or close() ended it
@@ -159,11 +180,13 @@ class Channel(AbstractChannel):
 
     async def close(self, exc: BaseException | None = None) -> None:
         """Close the channel."""
-        if self._channel is None:
+        underlay = self._channel
+        if underlay is None:
             log.warning("channel %r was never opened", self)
             return
-        await self._channel.close()
-        self._set_closed(exc)
+        await underlay.close(exc)
+        if not self._closed.done():
+            self._closed.set_result(True)
 
     def __await__(self) -> Generator[Any, None, Channel]:
         return self._opened().__await__()
@@ -289,6 +312,9 @@ class Channel(AbstractChannel):
     ) -> spec.Basic.QosOk:
         """Limit unacknowledged deliveries per consumer (or per channel with ``global_``)."""
         if all_channels is not None:
+            warnings.warn(
+                'Use "global_" instead of "all_channels"', DeprecationWarning, stacklevel=2
+            )
             global_ = all_channels
         channel = self.channel_or_raise()
         return await channel.basic_qos(

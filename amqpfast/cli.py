@@ -73,7 +73,9 @@ def _properties(options: argparse.Namespace) -> BasicProperties:
 async def _publish(options: argparse.Namespace) -> int:
     body = options.body.encode() if options.body is not None else sys.stdin.buffer.read()
     async with await connect(options.url) as connection:
-        channel = await connection.channel(publisher_confirms=options.confirm)
+        channel = await connection.channel(
+            publisher_confirms=options.confirm, on_return_raises=False
+        )
         confirmation = await channel.basic_publish(
             body,
             exchange=options.exchange,

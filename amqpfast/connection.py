@@ -5,11 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any
+import warnings
+from collections.abc import Awaitable, Mapping
+from typing import Any, Literal, Self
 
 from yarl import URL
 
-from .abc import AbstractConnection, SSLOptions, TimeoutType
+from .abc import (
+    AbstractConnection,
+    ConnectionParameter,
+    SSLOptions,
+    TimeoutType,
+    UnderlayConnection,
+)
 from .channel import Channel
 from .core import Connection as LowLevelConnection
 from .tools import CallbackCollection
@@ -17,18 +25,87 @@ from .url import mask_password
 
 log = logging.getLogger("amqpfast.connection")
 
-__all__ = ["Connection", "connect", "make_url"]
+__all__ = [
+    "Connection",
+    "UnderlayConnection",
+    "connect",
+    "make_url",
+    "parse_bool",
+    "parse_int",
+    "parse_timeout",
+]
+
+
+def parse_int(value: Any) -> int:
+    """A URL option as int (0 when it is not a number)."""
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
+
+
+_TRUE = frozenset(("true", "yes", "y", "enable", "on", "enabled", "1"))
+
+
+def parse_bool(value: Any) -> bool:
+    """A URL flag: true/yes/y/enable/on/enabled/1 (any case) are true, anything else false."""
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in _TRUE
+
+
+def parse_timeout(value: Any) -> int | float:
+    """A URL option as seconds: int when whole, else float (0 when not a number)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number: int | float = value
+    else:
+        try:
+            text = str(value)
+            number = float(text) if "." in text else int(text)
+        except ValueError:
+            return 0
+    if isinstance(number, float) and number.is_integer():
+        return int(number)
+    return number
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    # aio-pika lets a connection object be made outside a running loop (to
+    # read its parameters, say): the thread's loop then, or a new one
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return asyncio.get_event_loop()
+        except RuntimeError:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            return loop
 
 
 class Connection(AbstractConnection):
     """A connection to RabbitMQ; :func:`connect` makes and opens one.
 
     :param url: ``amqp://`` or ``amqps://`` URL with aio-pika's query options.
+    :param loop: the event loop (default: the running one).
     :param ssl_context: a TLS context of your own (replaces the URL's TLS options).
     :param client_properties: extra properties shown by the broker.
+    :param kwargs: values for :attr:`PARAMETERS` (they win over the URL's).
     """
 
     CHANNEL_CLASS: type[Channel] = Channel
+    # URL options read by this class (more of them are read by amqpfast.url)
+    PARAMETERS: tuple[ConnectionParameter, ...] = (
+        ConnectionParameter(name="interleave", parser=parse_int, is_kwarg=True),
+        ConnectionParameter(name="happy_eyeballs_delay", parser=float, is_kwarg=True),
+    )
+
+    transport: UnderlayConnection | None
 
     def __init__(
         self,
@@ -39,17 +116,31 @@ class Connection(AbstractConnection):
         **kwargs: Any,
     ) -> None:
         self.url = URL(url)
-        self.loop = loop or asyncio.get_running_loop()
+        self.loop = loop or _event_loop()
         self.ssl_context = ssl_context
         self.client_properties = client_properties
-        self.kwargs = kwargs
-        self.transport: LowLevelConnection = LowLevelConnection(
-            self.url, client_properties=client_properties, ssl_context=ssl_context
+        self.kwargs: dict[str, Any] = self._parse_parameters(
+            {
+                **self.url.query,
+                **{key: value for key, value in kwargs.items() if value is not None},
+            }
         )
-        self.close_callbacks = CallbackCollection(self)
+        self.transport = None
+        self.close_callbacks: CallbackCollection[Any, ...] = CallbackCollection(self)
         self.connected = asyncio.Event()
         self._closed: asyncio.Future[bool] = self.loop.create_future()
         self._close_called = False
+        self._close_in_progress = False
+
+    @classmethod
+    def _parse_parameters(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        parsed: dict[str, Any] = {}
+        for parameter in cls.PARAMETERS:
+            value = values.get(parameter.name, parameter.default)
+            if parameter.is_kwarg and value is None:
+                continue
+            parsed[parameter.name] = parameter.parse(value)
+        return parsed
 
     def __str__(self) -> str:
         return mask_password(self.url)
@@ -58,33 +149,52 @@ class Connection(AbstractConnection):
         return f'<{type(self).__name__}: "{self}">'
 
     @property
+    def connection(self) -> LowLevelConnection:
+        """The low-level connection (:class:`amqpfast.core.Connection`) under this one.
+
+        :raises RuntimeError: not connected.
+        """
+        transport = self.transport
+        if transport is None:
+            raise RuntimeError(f"{self!r} is not connected")
+        return transport.connection
+
+    @property
     def is_closed(self) -> bool:
         """Closed: by :meth:`close`, the broker or the network."""
-        return self._closed.done() or self.transport.is_closed
+        return self._closed.done()
 
     @property
     def close_called(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._close_called
 
-    def closed(self) -> asyncio.Future[bool]:
-        """An awaitable that finishes (True) when the connection is closed."""
-        return asyncio.shield(self._closed)
+    def closed(self) -> Awaitable[Literal[True]]:
+        """An awaitable that finishes (True) when the connection is closed.
+
+        Cancelling it (or a timeout around it) does not touch the connection.
+        """
+        return asyncio.shield(self._closed)  # type: ignore[arg-type]
 
     async def connect(self, timeout: TimeoutType = None) -> None:
         """Open the connection (TCP or TLS, then the AMQP handshake)."""
-        await self.transport.connect(timeout)
-        self.transport._closing.add_done_callback(self._on_transport_closed)
+        self.transport = await UnderlayConnection.connect(
+            self.url,
+            self._on_connection_close,
+            timeout=timeout,
+            client_properties=self.client_properties,
+            ssl_context=self.ssl_context,
+        )
         self.connected.set()
 
-    def _on_transport_closed(self, closing: asyncio.Future[None]) -> None:
+    async def _on_connection_close(self, closing: asyncio.Future[None]) -> None:
         self._set_closed(None if closing.cancelled() else closing.exception())
 
     def _set_closed(self, error: BaseException | None) -> None:
         # once, whether the broker, the network or close() ended it
+        self.connected.clear()
         if self._closed.done():
             return
-        self.connected.clear()
         self._closed.set_result(True)
         self.close_callbacks(error)
 
@@ -103,7 +213,10 @@ class Connection(AbstractConnection):
         :param channel_number: a number of your choice (default: the lowest free).
         :param publisher_confirms: each publish waits for the broker's confirm.
         :param on_return_raises: a returned mandatory message fails its publish.
+        :raises RuntimeError: the connection was never opened.
         """
+        if self.transport is None and not self._close_called:
+            raise RuntimeError("Connection was not opened")
         return self.CHANNEL_CLASS(
             self,
             channel_number=channel_number,
@@ -112,18 +225,31 @@ class Connection(AbstractConnection):
         )
 
     async def close(self, exc: BaseException | None = None) -> None:
-        """Close the connection and every channel on it."""
+        """Close the connection and every channel on it.
+
+        Safe to call more than once, before :meth:`connect` or after it
+        failed. A call made while another is closing returns at once.
+        """
+        if self._close_in_progress:
+            return
+        self._close_in_progress = True
         self._close_called = True
-        await self.transport.close(exc)
-        self._set_closed(exc)
+        transport, self.transport = self.transport, None
+        try:
+            if transport is not None:
+                await transport.close(exc)
+            self._set_closed(exc)
+        finally:
+            self._close_in_progress = False
 
     async def update_secret(
         self, new_secret: str, *, reason: str = "", timeout: TimeoutType = None
     ) -> None:
         """Give the broker a new secret (e.g. a refreshed OAuth 2 token)."""
-        await self.transport.update_secret(new_secret, reason=reason, timeout=timeout)
+        await self.connection.update_secret(new_secret, reason=reason, timeout=timeout)
+        self.url = self.url.with_password(new_secret)
 
-    async def __aenter__(self) -> Connection:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -209,7 +335,8 @@ async def connect(
         ),
         loop=loop,
         ssl_context=ssl_context,
-        client_properties=client_properties,
+        **({} if client_properties is None else {"client_properties": client_properties}),
+        **kwargs,
     )
     await connection.connect(timeout=timeout)
     return connection

@@ -71,6 +71,16 @@ REPLY_TEXTS = {
 class AMQPError(Exception):
     """Base class of every amqpfast exception."""
 
+    #: a description with ``%`` placeholders for the arguments (as aiormq has)
+    reason = "an AMQP error: %s"
+
+    def __repr__(self) -> str:
+        try:
+            text = self.reason % self.args
+        except (TypeError, ValueError):
+            return f"<{type(self).__name__}: {self.args!r}>"
+        return f"<{type(self).__name__}: {text}>"
+
 
 AMQPException = AMQPError
 
@@ -79,7 +89,13 @@ class ProtocolSyntaxError(AMQPError):
     """The bytes on the wire break the protocol."""
 
 
-class ProtocolError(ProtocolSyntaxError):
+class InvalidFrameError(ProtocolSyntaxError):
+    """A frame that cannot be decoded, or one that came out of turn (aiormq's name)."""
+
+    reason = "invalid frame: %r"
+
+
+class ProtocolError(InvalidFrameError):
     """The peer sent bytes that break the AMQP 0-9-1 framing or syntax.
 
     :param reply_code: the AMQP reply code a client reports to the broker
@@ -109,14 +125,20 @@ class EncodeError(AMQPError, ValueError):
     """
 
 
-InvalidFrameError = ProtocolError
-
-
 # ------------------------------------------------------------ connection
 
 
-class AMQPConnectionError(AMQPError):
-    """The connection could not be opened, or it is lost."""
+class AMQPConnectionError(AMQPError, ConnectionError):
+    """The connection could not be opened, or it is lost.
+
+    A :class:`ConnectionError` too, as aiormq's class is.
+    """
+
+    reason = "connection problem: %s"
+
+    def __str__(self) -> str:
+        # not OSError's "[Errno x] y" for two arguments
+        return Exception.__str__(self)
 
 
 class IncompatibleProtocolError(AMQPConnectionError):
@@ -275,6 +297,16 @@ def channel_error(reply_code: int, reply_text: str) -> ChannelClosed:
 # ------------------------------------------------------------ publishing
 
 
+def _describe(frame: Any) -> str:
+    """A method frame as ``Name(field=value, ...)``."""
+    name = getattr(frame, "name", type(frame).__name__)
+    try:
+        fields = ", ".join(f"{key}={value!r}" for key, value in frame)
+    except TypeError:  # not iterable: no fields to show
+        fields = ""
+    return f"{name}({fields})"
+
+
 class DeliveryError(AMQPError):
     """The broker did not take a published message: a Basic.Nack, or a return.
 
@@ -282,23 +314,31 @@ class DeliveryError(AMQPError):
     :param frame: the Basic.Nack or Basic.Return that said so.
     """
 
-    def __init__(self, message: Any, frame: Any) -> None:
+    def __init__(self, message: Any, frame: Any, *args: Any) -> None:
         super().__init__(message, frame)
         self.message = message
         self.frame = frame
 
     def __str__(self) -> str:
-        return f"message not delivered: {self.frame!r}"
+        return f"message not delivered: {_describe(self.frame)}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self}>"
 
 
 class PublishError(DeliveryError):
-    """A mandatory message could not be routed and came back (Basic.Return)."""
+    """A mandatory message could not be routed and came back (Basic.Return).
+
+    Its ``args`` are the reply text and the routing key, as in aiormq.
+    """
+
+    def __init__(self, message: Any, frame: Any, *args: Any) -> None:
+        AMQPError.__init__(self, frame.reply_text, frame.routing_key, *args)
+        self.message = message
+        self.frame = frame
 
     def __str__(self) -> str:
-        return (
-            f"message returned: ({self.frame.reply_code}) {self.frame.reply_text}, "
-            f"exchange {self.frame.exchange!r}, routing key {self.frame.routing_key!r}"
-        )
+        return f"message returned: {_describe(self.frame)}"
 
 
 # ------------------------------------------------------------ high level

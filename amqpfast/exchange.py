@@ -157,14 +157,24 @@ class Exchange(AbstractExchange):
             message.body,
             self.name,
             routing_key,
-            message.properties,  # type: ignore[attr-defined]
+            message.properties,
             mandatory,
             immediate,
             True,  # Message.properties builds them anew for each publish
         )
         if future is None:
             return None
-        result = await (future if timeout is None else asyncio.wait_for(future, timeout))
+        try:
+            if timeout is None:
+                result = await future
+            else:
+                # not wait_for: its Task would hide whose cancel this is
+                async with asyncio.timeout(timeout):
+                    result = await future
+        except asyncio.CancelledError as cancelled:
+            # a handler cancelled by the close of its channel sees the
+            # close's error, as aiormq's publish gives it; any other cancel stays
+            raise channel._close_reason(cancelled) from cancelled
         if type(result) is BasicAck:
             return _pamqp_ack(result)
         return result

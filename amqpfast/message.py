@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from .abc import (
 from .codec import BasicProperties
 from .core import Channel as _LowChannel
 from .core import DeliveredMessage
+from .core._drive import DONE
 from .exceptions import ChannelInvalidStateError, MessageProcessError
 
 log = logging.getLogger("amqpfast.message")
@@ -223,6 +225,16 @@ class Message(AbstractMessage):
             user_id=self.user_id,
         )
 
+    @property
+    def headers_raw(self) -> HeadersType:
+        """The headers (deprecated, as in aio-pika: use :attr:`headers`)."""
+        warnings.warn(
+            f"{type(self).__name__}.headers_raw is deprecated: read .headers",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.headers
+
     def __iter__(self) -> Iterator[int]:
         return iter(self.body)
 
@@ -315,7 +327,10 @@ class IncomingMessage(Message, AbstractIncomingMessage):
         _set_processed(self, done)
         _set_channel(self, message.channel)
         _set_delivery(self, message.delivery)
-        _set_properties(self, message.properties)
+        try:
+            _set_properties(self, message.properties)
+        except AttributeError:  # aiormq's DeliveredMessage: the properties are in its header
+            _set_properties(self, message.header.properties)
         _set_incoming_body(self, message.body)
         _set_no_ack(self, no_ack)
 
@@ -434,19 +449,25 @@ class IncomingMessage(Message, AbstractIncomingMessage):
 
         :raises MessageProcessError: it was acked, nacked or rejected already.
         """
-        self._settle().basic_ack(self.delivery_tag, multiple)  # type: ignore[arg-type]
+        sent = self._settle().basic_ack(self.delivery_tag, multiple)  # type: ignore[arg-type]
+        if sent is not DONE:  # another channel type (a test double, say) may really wait
+            await sent
         _set_processed(self, True)
         _set_locked(self, True)
 
     async def reject(self, requeue: bool = False) -> None:
         """Reject the message; dropped (or dead-lettered) unless ``requeue``."""
-        self._settle().basic_reject(self.delivery_tag, requeue)  # type: ignore[arg-type]
+        sent = self._settle().basic_reject(self.delivery_tag, requeue)  # type: ignore[arg-type]
+        if sent is not DONE:
+            await sent
         _set_processed(self, True)
         _set_locked(self, True)
 
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
         """Reject the message (all up to it with ``multiple``), requeued by default."""
-        self._settle().basic_nack(self.delivery_tag, multiple, requeue)  # type: ignore[arg-type]
+        sent = self._settle().basic_nack(self.delivery_tag, multiple, requeue)  # type: ignore[arg-type]
+        if sent is not DONE:
+            await sent
         _set_processed(self, True)
         _set_locked(self, True)
 
@@ -532,4 +553,5 @@ class ProcessContext(AbstractProcessContext):
                 await message.reject(requeue=self.requeue)
         except ChannelInvalidStateError:
             # the channel is gone: nothing to reject; the block's error goes on
-            log.warning("reject not sent: the channel is closed")
+            # (aio-pika's wording of the warning, which programs may look for)
+            log.warning("Reject is not sent since channel is closed")

@@ -146,6 +146,7 @@ class Pool(Generic[T]):
                     raise PoolInvalidStateError("create item operation on closed pool")
                 # checked again: an instance may have been made or released meanwhile
                 if not self._is_overflow:
+                    # made while close() waits for the lock: handed out, and closed
                     return await self._create_item()
         return await self._get_released()
 
@@ -159,7 +160,9 @@ class Pool(Generic[T]):
     async def _get_released(self) -> T:
         item = await self._items.get()
         if item is _CLOSED:
-            self._items.put_nowait(_CLOSED)
+            self._items.put_nowait(_CLOSED)  # for the next one waiting
+        if self._closed:
+            # also an instance released just before close(): it is closed now
             raise PoolInvalidStateError("get operation on closed pool")
         return item
 
@@ -179,15 +182,16 @@ class Pool(Generic[T]):
         Those waiting in :meth:`acquire` get PoolInvalidStateError. An
         instance whose ``close()`` fails is logged and skipped.
         """
-        async with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._items.put_nowait(_CLOSED)
+        if self._closed:
+            return
+        # those waiting for a release wake now, not after a constructor running
+        self._closed = True
+        self._items.put_nowait(_CLOSED)
+        async with self._lock:  # an instance being made now is closed too
             instances, self._instances = self._instances, []
-            results = await asyncio.gather(
-                *(_close_instance(item) for item in instances), return_exceptions=True
-            )
+        results = await asyncio.gather(
+            *(_close_instance(item) for item in instances), return_exceptions=True
+        )
         for item, result in zip(instances, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("closing pooled %r failed: %r", item, result)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from pamqp import commands as spec
 
 from .abc import (
+    AbstractIncomingMessage,
     AbstractQueue,
     AbstractQueueIterator,
     ConsumerTag,
@@ -21,7 +22,7 @@ from .abc import (
 from .core import DeliveredMessage
 from .exceptions import QueueEmpty
 from .message import IncomingMessage
-from .tools import CallbackCollection
+from .tools import CallbackCollection, weak_method_callback
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -36,6 +37,8 @@ Callback = Callable[[IncomingMessage], Awaitable[Any] | Any]
 
 class Queue(AbstractQueue):
     """A queue on a channel (made by :meth:`Channel.declare_queue`)."""
+
+    channel: Channel
 
     def __init__(
         self,
@@ -55,7 +58,7 @@ class Queue(AbstractQueue):
         self.arguments = arguments
         self.passive = passive
         self.declaration_result: spec.Queue.DeclareOk | None = None
-        self.close_callbacks = CallbackCollection(self)
+        self.close_callbacks: CallbackCollection[Any, ...] = CallbackCollection(self)
 
     def __str__(self) -> str:
         return self.name
@@ -219,8 +222,11 @@ class QueueIterator(AbstractQueueIterator):
 
     ``async with queue.iterator() as messages: async for message in messages``.
     Leaving the block cancels the consumer and requeues the messages fetched
-    but not handed out. A ``timeout`` that passes without a message closes
-    the iterator and raises TimeoutError; a closed channel ends the iteration.
+    but not handed out. A ``timeout`` that passes without a message (or a
+    cancelled wait) closes the iterator and raises; a close that does not
+    finish within the timeout (or that a second cancel stops waiting for)
+    goes on in the background, and leaving the ``async with`` block stops
+    it. A closed channel ends the iteration.
     """
 
     DEFAULT_CLOSE_TIMEOUT = 5
@@ -228,27 +234,55 @@ class QueueIterator(AbstractQueueIterator):
     def __init__(self, queue: Queue, **kwargs: Any) -> None:
         self._amqp_queue = queue
         self._consume_kwargs = kwargs
-        self._timeout: float | None = kwargs.get("timeout")
         self._buffer: deque[IncomingMessage] = deque()
         self._waiters: list[asyncio.Future[None]] = []  # readers waiting for a message
         self._consumer_tag: ConsumerTag | None = None
-        self._closed = False
-        queue.close_callbacks.add(self._on_queue_closed)
+        self._closed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._channel_closed = False
+        # (long-lived future, our callback on it): removed when the iterator closes
+        self._wakeups: list[tuple[asyncio.Future[Any], Callable[..., Any]]] = []
+        self._wake_up_on(queue.channel.closed(), self._on_channel_closed)
+        self._closed.add_done_callback(self._on_iterator_closed)
 
     @property
     def consumer_tag(self) -> ConsumerTag | None:
         """The consumer's tag once it started."""
         return self._consumer_tag
 
+    def __str__(self) -> str:
+        return f"queue[{self._amqp_queue}](...)"
+
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__}: queue={self._amqp_queue.name!r} ctag={self._consumer_tag!r}>"
         )
 
+    def _wake_up_on(self, future: Awaitable[Any], method: Callable[[Any], None]) -> None:
+        # The future lives longer than the iterator (a channel's closed()): it
+        # must not keep the iterator alive, so the callback holds it weakly.
+        callback = weak_method_callback(method)
+        waitable = asyncio.ensure_future(future)
+        self._wakeups.append((waitable, callback))
+        waitable.add_done_callback(callback)
+
+    def _on_channel_closed(self, _future: Any) -> None:
+        self._channel_closed = True
+        self._wake()
+
+    def _on_iterator_closed(self, _future: Any) -> None:
+        self._wake()
+        wakeups, self._wakeups = self._wakeups, []
+        for future, callback in wakeups:
+            future.remove_done_callback(callback)
+
     def _on_message(self, message: IncomingMessage) -> None:
         # a plain callback: no task per message
         self._buffer.append(message)
         self._wake()
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        """Take a delivery into the buffer (override to filter or wrap them)."""
+        self._on_message(message)  # type: ignore[arg-type]
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -256,66 +290,119 @@ class QueueIterator(AbstractQueueIterator):
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _on_queue_closed(self, _queue: Any, _error: BaseException | None = None) -> None:
-        self._closed = True
-        self._wake()
-
     async def consume(self) -> None:
         """Start the consumer (done by the first iteration or ``async with``)."""
+        # the plain callback unless a subclass has its own on_message
+        overridden = type(self).on_message is not QueueIterator.on_message
         self._consumer_tag = await self._amqp_queue.consume(
-            self._on_message, **self._consume_kwargs
+            self.on_message if overridden else self._on_message, **self._consume_kwargs
         )
 
     async def close(self) -> None:
         """Cancel the consumer and requeue the messages not handed out."""
-        if self._closed and self._consumer_tag is None:
-            return
-        self._closed = True
-        self._wake()
+        try:
+            await self._cancel_consumer()
+        finally:
+            if not self._closed.done():
+                self._closed.set_result(True)
+
+    async def _cancel_consumer(self) -> None:
         consumer_tag, self._consumer_tag = self._consumer_tag, None
-        self._amqp_queue.close_callbacks.discard(self._on_queue_closed)
+        if consumer_tag is None:
+            return
         recorded = getattr(self._amqp_queue, "_consumers", None)
-        if recorded is not None and consumer_tag is not None:
+        if isinstance(recorded, dict):
             # a robust queue must not start this consumer again after a reconnect
             recorded.pop(consumer_tag, None)
         channel = self._amqp_queue.channel
-        if consumer_tag is None or channel.is_closed:
-            self._buffer.clear()
+        if channel.is_closed:
+            self._buffer.clear()  # the broker delivers them again
             return
         await self._amqp_queue.cancel(consumer_tag)
         no_ack = self._consume_kwargs.get("no_ack", False)
+        failures: list[Exception] = []
         while self._buffer:
             message = self._buffer.popleft()
             if no_ack:
                 log.warning("message %r lost: the iterator consumed with no_ack", message)
-            else:
+                continue
+            try:
                 await message.nack(requeue=True)
+            except Exception as error:
+                log.warning("could not requeue message %r", message, exc_info=error)
+                failures.append(error)
+        if failures:
+            raise ExceptionGroup("Unable to nack all messages", failures)
 
     def __aiter__(self) -> QueueIterator:
         return self
 
     async def __aenter__(self) -> QueueIterator:
-        if self._consumer_tag is None and not self._closed:
+        if self._consumer_tag is None and not self._closed.done():
             await self.consume()
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self.close()
+    async def __aexit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        closing: asyncio.Task[Any] | None = self.__dict__.pop("_QueueIterator__closing", None)
+        if closing is None:
+            await self.close()
+            return
+        # A close that outlived a timeout in __anext__: stop it instead of
+        # waiting for a broker that may not answer.
+        if not closing.done():
+            closing.cancel()
+        outcome: BaseException | None
+        try:
+            (outcome,) = await asyncio.gather(closing, return_exceptions=True)
+        finally:
+            if not self._closed.done():
+                self._closed.set_result(True)
+        if isinstance(outcome, asyncio.CancelledError) or outcome is None:
+            return
+        if isinstance(outcome, BaseException):
+            if exc_value is None:
+                raise outcome
+            log.warning("closing %r failed", self, exc_info=outcome)
+
+    async def _close_after_wait_failed(self, timeout: float | None) -> None:
+        # A timed-out or cancelled wait closes the iterator; the close gets
+        # as long as the wait had (DEFAULT_CLOSE_TIMEOUT without a timeout)
+        # and then goes on in the background (__aexit__ stops it).
+        close_timeout = timeout if timeout is not None and timeout > 0 else None
+        if close_timeout is None:
+            close_timeout = self.DEFAULT_CLOSE_TIMEOUT
+        log.info("%r closing, waiting up to %s seconds", self, close_timeout)
+        task = asyncio.ensure_future(self.close())
+        try:
+            await asyncio.wait_for(asyncio.shield(task), close_timeout)
+        except TimeoutError:
+            self.__closing = task
+        except asyncio.CancelledError:
+            # cancelled again while closing: the caller will not wait any longer
+            self.__closing = task
+            raise
+
+    def _exhausted(self) -> bool:
+        # nothing more will come: closed, or its channel closed for good
+        return self._closed.done() or self._channel_closed
 
     async def __anext__(self) -> IncomingMessage:
-        if self._consumer_tag is None and not self._closed:
+        if self._closed.done():
+            raise StopAsyncIteration
+        if self._consumer_tag is None:
             await self.consume()
+        timeout: float | None = self._consume_kwargs.get("timeout")
         while not self._buffer:
-            if self._closed or self._amqp_queue.channel._gone:
+            if self._exhausted():
                 raise StopAsyncIteration
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                if self._timeout is None:
-                    await waiter
+                if timeout is not None and timeout > 0:
+                    await asyncio.wait_for(waiter, timeout)
                 else:
-                    await asyncio.wait_for(waiter, self._timeout)
-            except TimeoutError:
-                await asyncio.wait_for(self.close(), self.DEFAULT_CLOSE_TIMEOUT)
+                    await waiter
+            except (TimeoutError, asyncio.CancelledError):
+                await self._close_after_wait_failed(timeout)
                 raise
         return self._buffer.popleft()

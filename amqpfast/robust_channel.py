@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as spec
 
 from .abc import AbstractRobustChannel, ExchangeType, TimeoutType
 from .channel import Channel
-from .exceptions import AMQPError
+from .core import Channel as LowLevelChannel
+from .exceptions import AMQPConnectionError, AMQPError
 from .queue import Queue
 from .robust_exchange import RobustExchange
 from .robust_queue import RobustQueue
-from .tools import CallbackCollection
+from .tools import CallbackCollection, _warn_channel_argument
 
 if TYPE_CHECKING:
     from .robust_connection import RobustConnection
@@ -39,121 +39,237 @@ class RobustChannel(Channel, AbstractRobustChannel):
     QUEUE_CLASS = RobustQueue
     EXCHANGE_CLASS = RobustExchange
     _connection: RobustConnection
-    # seconds before a channel the broker closed is opened again
-    REOPEN_PAUSE = 1.0
+    # seconds before a channel the broker closed is opened again (None: the
+    # connection's CHANNEL_REOPEN_PAUSE)
+    REOPEN_PAUSE: float | None = None
+    # seconds between attempts to reopen it while the broker refuses
+    RESTORE_RETRY_DELAY: float = 2
 
-    def __init__(self, connection: RobustConnection, *args: Any, **kwargs: Any) -> None:
-        super().__init__(connection, *args, **kwargs)
+    def __init__(
+        self,
+        connection: RobustConnection,
+        channel_number: int | None = None,
+        publisher_confirms: bool = True,
+        on_return_raises: bool = False,
+    ) -> None:
+        super().__init__(connection, channel_number, publisher_confirms, on_return_raises)
         self._qos: dict[str, Any] | None = None
         self._exchanges: dict[str, RobustExchange] = {}
-        self._queues: list[RobustQueue] = []
+        # queue name -> the robust queues of that name (one, unless declared
+        # again with robust=True), as in aio-pika
+        self._queues: dict[str, list[RobustQueue]] = {}
         self._close_called = False
-        self._restored = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()  # reopens, consumers coming back
+        self.__restored = asyncio.Event()  # open, and restored after a reconnect
+        self.__restore_lock = asyncio.Lock()  # one restore at a time
+        self.__reopening = False  # reopening after the broker closed it
+        self.__awaiting_reconnect = False  # lost with its connection, not restored yet
         # seconds a publish waits for a reconnect to finish; None: it fails at once
         self.recovery_wait: float | None = None
-        self.reopen_callbacks = CallbackCollection(self)
+        self.reopen_callbacks: CallbackCollection[Any, ...] = CallbackCollection(self)
 
     @property
     def _gone(self) -> bool:
         # closed for good: only close() or the connection's close do that
         return self._close_called or self._closed.done()
 
+    def _all_queues(self) -> tuple[RobustQueue, ...]:
+        return tuple(queue for queues in self._queues.values() for queue in queues)
+
     async def ready(self, timeout: TimeoutType = None) -> None:
         """Wait until the channel is open and, after a reconnect, restored.
 
         :raises TimeoutError: not ready within ``timeout`` seconds.
         """
-        await asyncio.wait_for(self._restored.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            while True:
+                await self.__restored.wait()
+                if self._gone or not self.is_closed:
+                    return
+                # closed a moment ago: its close handler (a task) is about
+                # to clear __restored and reopen it
+                await asyncio.sleep(0)
 
     async def initialize(self, timeout: TimeoutType = None) -> None:
         """Open the channel (what ``await channel`` does)."""
         await super().initialize(timeout)
-        self._restored.set()
+        self.__restored.set()
 
     async def _open(self, timeout: TimeoutType = None) -> None:
         await super()._open(timeout)
-        # a consumer the broker cancels (its queue deleted) comes back later
-        self.channel_or_raise().on_cancel_callbacks.append(self._on_broker_cancel)
+        # a consumer the broker cancels (its queue deleted, a consumer
+        # timeout) comes back: aiormq's hook, on every low-level channel
+        self.channel_or_raise().on_consumer_cancel_callbacks.add(self._on_consumer_cancel)
 
-    def _on_broker_cancel(self, consumer_tag: str) -> None:
-        for queue in self._queues:
-            if consumer_tag in queue._consumers:
+    def _on_consumer_cancel(self, frame: spec.Basic.Cancel) -> None:
+        tag = frame.consumer_tag
+        for queue in self._all_queues():
+            if tag in queue._consumers:
                 log.warning(
                     "the broker cancelled consumer %r of queue %r: it comes back when the "
                     "queue exists again",
-                    consumer_tag,
+                    tag,
                     queue.name,
                 )
-                self._start(self._consume_again(queue, consumer_tag))
+                self._connection._request_recovery()
+                return
 
-    async def _consume_again(self, queue: RobustQueue, consumer_tag: str) -> None:
-        # The queue is probed on a channel of its own: a 404 there must not
-        # close this channel and disturb its other consumers.
-        connection = self._connection
-        while consumer_tag in queue._consumers and not self._gone:
-            await asyncio.sleep(connection.reconnect_interval)
-            if self.is_closed or not connection.connected.is_set():
-                continue  # a reconnect restores it with the rest
-            try:
-                probe = await connection.transport.channel(publisher_confirms=False)
-                try:
-                    await probe.queue_declare(queue.name, passive=True)
-                finally:
-                    if not probe.is_closed:
-                        await probe.close()
-                if consumer_tag in self.channel_or_raise().consumers:
-                    return  # a reconnect's restore started it already
-                callback, options = queue._consumers[consumer_tag]
-                await Queue.consume(queue, callback, consumer_tag=consumer_tag, **options)
-            except AMQPError as error:
-                log.debug("queue %r not back yet: %s", queue.name, error)
-                continue
-            log.info("consumer %r of queue %r is back", consumer_tag, queue.name)
-            return
+    async def _restore_consumers(self) -> bool:
+        """Start again the consumers the broker cancelled (the connection's supervisor calls it).
 
-    def _on_low_level_closed(self, closing: asyncio.Future[None]) -> None:
-        self._restored.clear()
-        error = None if closing.cancelled() else closing.exception()
-        connection = self._connection
-        if self._close_called or connection.close_called:
-            self._set_closed(error)
-        elif not connection.transport.is_closed and not connection.reconnecting:
-            # the broker closed this channel (an error): open it again soon
-            log.warning("channel %s closed by the broker (%s): reopening", self, error)
-            self._start(self._reopen_after_error())
-        # else the connection is down or being restored: that restores this channel
+        Each queue that lost consumers is first probed (:meth:`RobustQueue._probe`)
+        on a channel of its own, so that a 404 does not close this channel
+        and stop its other consumers.
 
-    def _start(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _stop_tasks(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-
-    async def _reopen_after_error(self) -> None:
-        await asyncio.sleep(self.REOPEN_PAUSE)
-        connection = self._connection
-        if self._gone or not self.is_closed or connection.reconnecting:
-            return  # closed for good, open again already, or the reconnect's business
-        if not connection.connected.is_set():
-            return
+        :returns: True when something failed and a later pass should try again.
+        """
+        if self._gone or self.__reopening:
+            return False  # closed for good, or its reopen restores every consumer
         try:
-            await self._open()
-            await self.restore_topology()
-            await self.restore_consumers()
-        except Exception as error:  # the connection supervisor tries again later
-            log.warning("reopening channel %s failed: %s", self, error)
-        else:
-            self._restored.set()
-            self.reopen_callbacks()
+            await self.restore()
+        except Exception:
+            log.debug("restoring %r failed; trying again", self, exc_info=True)
+            return True
+        underlay = self._channel
+        if self._gone or underlay is None:
+            return False
+        channel = underlay.channel
+        if channel.is_closed:
+            return True
+        recovery = asyncio.ensure_future(self._restore_missing_consumers(channel))
+        closing = channel.closing
+        try:
+            await asyncio.wait(
+                (recovery, self._closed, closing), return_when=asyncio.FIRST_COMPLETED
+            )
+            if self._gone:
+                return False
+            if closing.done():
+                return True
+            return await recovery
+        finally:
+            recovery.cancel()
+            if not closing.done():
+                closing.cancel()  # the shield only
+            await asyncio.gather(recovery, return_exceptions=True)
+
+    async def _restore_missing_consumers(self, channel: LowLevelChannel) -> bool:
+        # one pass over the queues whose consumers are missing on ``channel``;
+        # True: something failed, try again later
+        retry = False
+        async with self.__restore_lock:
+            for queue in self._all_queues():
+                missing = [tag for tag in queue._consumers if tag not in channel.consumers]
+                if not missing:
+                    continue
+                try:
+                    probe = await channel.connection.channel(publisher_confirms=False, timeout=5)
+                    try:
+                        await queue._probe(probe)
+                    finally:
+                        if not probe.is_closed:
+                            await probe.close()
+                    if not self.__restored.is_set() or channel.is_closed:
+                        return False  # a restore brings them back
+                    for tag in missing:
+                        recorded = queue._consumers.get(tag)
+                        if recorded is None or tag in channel.consumers:
+                            continue  # cancelled meanwhile, or back already
+                        callback, options = recorded
+                        await Queue.consume(queue, callback, consumer_tag=tag, timeout=5, **options)
+                        if queue._consumers.get(tag) is not recorded:
+                            await channel.basic_cancel(tag)  # cancelled while it started
+                        log.info("consumer %r of queue %r is back", tag, queue.name)
+                except Exception as error:
+                    log.debug("consumers of queue %r not back yet: %r", queue.name, error)
+                    retry = True
+        return retry
+
+    def _connection_down(self) -> bool:
+        connection = self._connection
+        return bool(connection.close_called or connection.is_closed) or (
+            not connection.connected.is_set()
+        )
+
+    def _left_to_the_connection(self) -> bool:
+        # the connection is down, or its reconnect has yet to restore this channel
+        return self.__awaiting_reconnect or self._connection_down()
+
+    async def _on_close(self, closing: asyncio.Future[None]) -> BaseException | None:
+        # The low-level channel closed. For good when close() was called (here
+        # or on the connection); when the connection is down, or a reconnect
+        # is restoring it, the connection's supervisor restores the channel;
+        # else the broker closed it (an error): after a pause it is opened
+        # again with its topology.
+        error = asyncio.CancelledError() if closing.cancelled() else closing.exception()
+        self.__restored.clear()
+        connection = self._connection
+        if self._close_called or connection.close_called or connection.is_closed:
+            self._set_closed(error)
+            return error
+        # closed for now: the callbacks hear of it as of any close (as in aio-pika)
+        self.close_callbacks(error)
+        if self._left_to_the_connection() or self.__reopening:
+            return error
+        log.warning("channel %s closed by the broker (%s): reopening", self, error)
+        self.__reopening = True
+        try:
+            await self.__reopen_after_error()
+        finally:
+            self.__reopening = False
+        return error
+
+    async def __reopen_after_error(self) -> None:
+        pause = self.REOPEN_PAUSE
+        if pause is None:
+            pause = getattr(type(self._connection), "CHANNEL_REOPEN_PAUSE", 1)
+        await asyncio.sleep(pause)
+        while not self._left_to_the_connection():
+            try:
+                await self.restore()
+                return
+            except AMQPError as failure:
+                log.warning("reopening channel %s failed: %s; trying again", self, failure)
+                await asyncio.sleep(self.RESTORE_RETRY_DELAY)
+            except Exception:
+                # the connection going away explains it; anything else is a bug to see
+                if not self._connection_down():
+                    raise
+
+    async def restore(self, channel: Any = None) -> None:
+        """Open the channel again with its QoS, exchanges, queues, bindings and consumers.
+
+        Does nothing when the channel is open and restored, was closed with
+        :meth:`close`, or its connection is closed or closing. One restore
+        runs at a time. After a reconnect, the connection calls it for each
+        channel in turn.
+
+        :param channel: ignored (aio-pika took one once; passing it is deprecated).
+        """
+        _warn_channel_argument(channel)
+        async with self.__restore_lock:
+            connection = self._connection
+            if (
+                self.__restored.is_set()
+                or self._close_called
+                or connection.close_called
+                or connection.is_closed
+            ):
+                return
+            await self.reopen()
+
+    async def reopen(self) -> None:
+        """Open the channel again (after it closed) and restore what was declared on it."""
+        self._close_called = False
+        await self.restore_channel()
+        await self.restore_topology()
+        await self.restore_consumers()
+        await self.reopen_callbacks()
 
     def _on_connection_lost(self) -> None:
-        # the restore after the reconnect does what these tasks were waiting to do
-        self._stop_tasks()
-        for queue in self._queues:
+        # not ready until the reconnect has restored it
+        self.__restored.clear()
+        self.__awaiting_reconnect = True
+        for queue in self._all_queues():
             queue._on_connection_lost()
 
     async def restore_channel(self) -> None:
@@ -174,19 +290,20 @@ class RobustChannel(Channel, AbstractRobustChannel):
 
     async def restore_queues(self) -> None:
         """Declare the recorded queues (step 4)."""
-        for queue in tuple(self._queues):
+        for queue in self._all_queues():
             await queue.restore_declaration()
 
     async def restore_queue_bindings(self) -> None:
         """Bind the queues (step 5)."""
-        for queue in tuple(self._queues):
+        for queue in self._all_queues():
             await queue.restore_bindings()
 
     async def restore_consumers(self) -> None:
         """Start the consumers again (step 6); then the channel is ready."""
-        for queue in tuple(self._queues):
+        for queue in self._all_queues():
             await queue.restore_consumers()
-        self._restored.set()
+        self.__awaiting_reconnect = False
+        self.__restored.set()
 
     async def restore_topology(self) -> None:
         """Steps 2 to 5 for this channel alone."""
@@ -198,11 +315,18 @@ class RobustChannel(Channel, AbstractRobustChannel):
     async def close(self, exc: BaseException | None = None) -> None:
         """Close the channel for good."""
         self._close_called = True
-        self._stop_tasks()
-        if self._channel is None or self._channel.is_closed:
+        self.__restored.clear()
+        underlay = self._channel
+        if underlay is None or underlay.channel.is_closed:
+            # never opened, or closed by the broker and not reopened yet
             self._set_closed(exc)
             return
-        await super().close(exc)
+        try:
+            await super().close(exc)
+        except AMQPConnectionError:
+            # the connection went away during the close: the channel is
+            # closed all the same (and stays closed after the reconnect)
+            self._set_closed(exc)
 
     async def set_qos(
         self,
@@ -213,9 +337,11 @@ class RobustChannel(Channel, AbstractRobustChannel):
         all_channels: bool | None = None,
     ) -> spec.Basic.QosOk:
         """Set QoS; it is set again after a reconnect."""
+        result = await super().set_qos(
+            prefetch_count, prefetch_size, global_, timeout, all_channels
+        )
         if all_channels is not None:
             global_ = all_channels
-        result = await super().set_qos(prefetch_count, prefetch_size, global_, timeout)
         self._qos = {
             "prefetch_count": prefetch_count,
             "prefetch_size": prefetch_size,
@@ -227,7 +353,6 @@ class RobustChannel(Channel, AbstractRobustChannel):
         self,
         name: str,
         type: ExchangeType | str = ExchangeType.DIRECT,
-        *,
         durable: bool = False,
         auto_delete: bool = False,
         internal: bool = False,
@@ -279,10 +404,8 @@ class RobustChannel(Channel, AbstractRobustChannel):
         robust: bool = True,
     ) -> RobustQueue:
         """Declare a queue; ``robust``: declare, bind and consume it again after a reconnect."""
-        if passive and name:
-            for known in self._queues:
-                if known.name == name:
-                    return known
+        if passive and name and self._queues.get(name):
+            return self._queues[name][0]
         queue = await super().declare_queue(
             name,
             durable=durable,
@@ -294,7 +417,7 @@ class RobustChannel(Channel, AbstractRobustChannel):
         )
         assert isinstance(queue, RobustQueue)
         if robust:
-            self._queues.append(queue)
+            self._queues.setdefault(queue.name, []).append(queue)
         return queue
 
     async def queue_delete(
@@ -307,7 +430,8 @@ class RobustChannel(Channel, AbstractRobustChannel):
     ) -> spec.Queue.DeleteOk | None:
         """Delete a queue; it is not declared again after a reconnect."""
         result = await super().queue_delete(queue_name, timeout, if_unused, if_empty, nowait)
-        self._queues = [queue for queue in self._queues if queue.name != queue_name]
+        for queue in self._queues.pop(queue_name, ()):
+            queue._consumers.clear()
         return result
 
     def _forget_exchange(self, exchange: RobustExchange) -> None:
@@ -315,4 +439,8 @@ class RobustChannel(Channel, AbstractRobustChannel):
             del self._exchanges[exchange.name]
 
     def _forget_queue(self, queue: RobustQueue) -> None:
-        self._queues = [known for known in self._queues if known is not queue]
+        others = [known for known in self._queues.get(queue.name, ()) if known is not queue]
+        if others:
+            self._queues[queue.name] = others
+        else:
+            self._queues.pop(queue.name, None)

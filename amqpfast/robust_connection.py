@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import weakref
 from collections.abc import Sequence
@@ -11,13 +12,17 @@ from typing import Any
 
 from yarl import URL
 
-from .abc import AbstractRobustConnection, SSLOptions, TimeoutType
-from .connection import Connection, make_url
-from .core import Connection as LowLevelConnection
-from .exceptions import CONNECTION_EXCEPTIONS, AMQPConnectionError
+from .abc import (
+    AbstractRobustConnection,
+    ConnectionParameter,
+    SSLOptions,
+    TimeoutType,
+    UnderlayConnection,
+)
+from .connection import Connection, make_url, parse_bool, parse_timeout
+from .exceptions import CONNECTION_EXCEPTIONS, AMQPChannelError, AMQPConnectionError
 from .robust_channel import RobustChannel
 from .tools import CallbackCollection
-from .url import parse_url
 
 log = logging.getLogger("amqpfast.robust")
 
@@ -27,14 +32,23 @@ __all__ = ["RobustConnection", "connect_robust"]
 class RobustConnection(Connection, AbstractRobustConnection):
     """A :class:`Connection` that reconnects by itself.
 
-    When the connection is lost, a supervisor task reconnects, waiting
-    ``reconnect_interval`` seconds (URL option, default 5) and longer after
-    each failed attempt (with jitter, up to ten times the interval), then
-    restores every robust channel in this order: channels with their
+    When the connection is lost, a supervisor task reconnects: at once, or
+    ``reconnect_interval`` seconds (URL option, default 5) after the previous
+    attempt if that was more recent, and longer after each failed attempt
+    (with jitter, up to ten times the interval); then it
+    restores the robust channels one after another, in the order they were
+    made (:meth:`RobustChannel.restore`: the channel with its
     publisher-confirm mode and QoS, exchanges, exchange-to-exchange bindings,
-    queues (server-named ones get a new name), queue bindings, consumers
-    (same tags and callbacks); then it calls ``reconnect_callbacks``.
-    :meth:`close` stops it for good.
+    queues (a nameless one is named ``amq_<hex>`` here), queue bindings,
+    consumers with the same tags and callbacks); a channel that fails for a
+    missing or conflicting entity (perhaps declared on a channel restored
+    after it) is tried again after the others, and then after each wait, on
+    the same connection, until it succeeds; then ``reconnect_callbacks`` are
+    called. ``close_callbacks`` hear of every lost connection and of every
+    restore attempt that failed. :meth:`close` stops it for good.
+
+    The same task brings back consumers the broker cancelled (their queue
+    was deleted, a consumer timeout): see ``RobustChannel._restore_consumers``.
 
     ``fail_fast`` (URL option, default true): the first connect raises its
     error; false: it waits until the broker can be reached.
@@ -45,6 +59,13 @@ class RobustConnection(Connection, AbstractRobustConnection):
 
     CHANNEL_CLASS = RobustChannel
     BACKOFF_CAP_FACTOR = 10
+    # seconds before a channel the broker closed (an error) is opened again
+    CHANNEL_REOPEN_PAUSE: float = 1
+    PARAMETERS: tuple[ConnectionParameter, ...] = (
+        *Connection.PARAMETERS,
+        ConnectionParameter(name="reconnect_interval", parser=parse_timeout, default="5"),
+        ConnectionParameter(name="fail_fast", parser=parse_bool, default="1"),
+    )
 
     def __init__(
         self,
@@ -58,43 +79,38 @@ class RobustConnection(Connection, AbstractRobustConnection):
             raise ValueError("connect_robust needs at least one URL")
         self._urls: list[URL] = [URL(one) for one in urls]
         super().__init__(self._urls[0], loop, **kwargs)
-        parameters = parse_url(self.url)
-        self.reconnect_interval = parameters.reconnect_interval
-        self.fail_fast = parameters.fail_fast
-        self.reconnect_callbacks = CallbackCollection(self)
+        self.reconnect_interval: float = self.kwargs.pop("reconnect_interval")
+        self.fail_fast: bool = self.kwargs.pop("fail_fast")
+        self.reconnect_callbacks: CallbackCollection[Any, ...] = CallbackCollection(self)
         self.connection_attempt = 0
-        self._channels: weakref.WeakSet[RobustChannel] = weakref.WeakSet()
-        self._channel_order: list[weakref.ReferenceType[RobustChannel]] = []
-        self._supervisor: asyncio.Task[None] | None = None
+        # the robust channels, in the order they were made: the order of a restore
+        self.__channels: weakref.WeakKeyDictionary[RobustChannel, None] = (
+            weakref.WeakKeyDictionary()
+        )
+        # the supervisor: reconnects, and brings back cancelled consumers
+        self.__reconnection_task: asyncio.Task[None] | None = None
+        self.__recovery = asyncio.Event()  # a consumer the broker cancelled waits
         self._reconnecting = False
         self._connect_timeout: TimeoutType = None
+        self._reconnect_now = False  # reconnect(): no pause before the first attempt
+        self._last_attempt = -math.inf  # loop time of the last connection attempt
+        self._reconnected: list[asyncio.Future[None]] = []  # reconnect() callers
 
     def __repr__(self) -> str:
-        return f'<{type(self).__name__}: "{self}" {len(self._channels)} channels>'
+        return f'<{type(self).__name__}: "{self}" {len(self.__channels)} channels>'
 
     @property
     def reconnecting(self) -> bool:
         """A reconnect is under way."""
         return self._reconnecting
 
-    def _new_transport(self) -> None:
+    async def _attempt(self, timeout: TimeoutType) -> None:
         # a new low-level connection for every attempt, to the next URL in
         # turn, read again each time (update_secret changes the password)
-        self.url = self._urls[(self.connection_attempt - 1) % len(self._urls)]
-        self.transport = LowLevelConnection(
-            self.url, client_properties=self.client_properties, ssl_context=self.ssl_context
-        )
-
-    async def _attempt(self, timeout: TimeoutType) -> None:
         self.connection_attempt += 1
-        self._new_transport()
-        try:
-            await self.transport.connect(timeout)
-        except BaseException:
-            await self.transport.close()
-            raise
-        self.transport._closing.add_done_callback(self._on_transport_closed)
-        self.connected.set()
+        self._last_attempt = self.loop.time()
+        self.url = self._urls[(self.connection_attempt - 1) % len(self._urls)]
+        await Connection.connect(self, timeout)
 
     async def connect(self, timeout: TimeoutType = None) -> None:
         """Connect; with ``fail_fast`` off, keep trying until the broker answers."""
@@ -115,80 +131,208 @@ class RobustConnection(Connection, AbstractRobustConnection):
                 await asyncio.sleep(self._backoff(failures // len(self._urls) - 1))
                 continue
             if self._close_called:  # close() came while connecting
-                await self.transport.close()
+                await self._close_transport()
                 raise AMQPConnectionError(f"{self} was closed while connecting")
             break
-        if self._supervisor is None:
-            self._supervisor = asyncio.ensure_future(self._supervise())
+        if self.__reconnection_task is None:
+            self.__reconnection_task = asyncio.ensure_future(self.__supervise())
+
+    def _reconnect_delay(self, failures: int) -> float:
+        # As in aio-pika, a lost connection is tried again at once, unless the
+        # last attempt was less than reconnect_interval ago (a connection that
+        # keeps dropping is tried once per interval); failed attempts back off.
+        if failures:
+            return self._backoff(failures - 1)
+        return max(0.0, self._last_attempt + self.reconnect_interval - self.loop.time())
 
     def _backoff(self, failures: int) -> float:
         interval: float = self.reconnect_interval
         delay: float = min(interval * 2**failures, interval * self.BACKOFF_CAP_FACTOR)
         return delay * random.uniform(0.8, 1.2)
 
-    def _on_transport_closed(self, closing: asyncio.Future[None]) -> None:
-        # only the final close ends a robust connection; a lost transport is
-        # the supervisor's business
-        self.connected.clear()
+    async def _on_connection_close(self, closing: asyncio.Future[None]) -> None:
+        # Every lost transport is told to close_callbacks (as aio-pika does);
+        # only the final close marks a robust connection closed. A late
+        # callback of an old transport must not mark the new one down.
+        error = None if closing.cancelled() else closing.exception()
         if self._close_called:
-            super()._on_transport_closed(closing)
+            await super()._on_connection_close(closing)
+            return
+        if self._transport_lost():
+            self.connected.clear()
+        self.close_callbacks(error)
 
-    async def _supervise(self) -> None:
+    async def _close_transport(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            await transport.connection.close()
+
+    def _transport_lost(self) -> bool:
+        transport = self.transport
+        return transport is None or transport.connection.is_closed
+
+    def _request_recovery(self) -> None:
+        """Wake the supervisor to bring back consumers the broker cancelled."""
+        if not self._close_called and not self.is_closed:
+            self.__recovery.set()
+
+    async def __supervise(self) -> None:
+        # The connection's one supervisor task: it reconnects when the
+        # transport is lost and, while it is up, brings back the consumers
+        # the broker cancelled, in one pass over every channel at a time.
         while not self._close_called:
             transport = self.transport
+            assert transport is not None
+            closing = transport.connection.closing
+            woken = asyncio.ensure_future(self.__recovery.wait())
             try:
-                await transport.closing
-                reason: BaseException | None = None
-            except Exception as error:
-                reason = error
+                await asyncio.wait((closing, woken), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
+                if not closing.done():
+                    closing.cancel()  # the shield only, not the connection's future
             if self._close_called:
                 return
+            if not transport.connection.is_closed:
+                self.__recovery.clear()
+                # cancels come in bursts (queues deleted, a node going
+                # down): one pass per reconnect_interval, which also paces
+                # the retries of a queue that is not back yet
+                if not await self.__lost_within(transport, self.reconnect_interval):
+                    await self.__recover_consumers()
+                continue
+            reason = None if closing.cancelled() else closing.exception()
             log.warning("connection to %s lost (%s): reconnecting", self, reason)
+            self.__recovery.clear()  # the restore brings every consumer back
             for channel in self._ordered_channels():
                 channel._on_connection_lost()
             await self._reconnect()
 
+    @staticmethod
+    async def __lost_within(transport: UnderlayConnection, seconds: float) -> bool:
+        closing = transport.connection.closing
+        try:
+            await asyncio.wait((closing,), timeout=seconds)
+        finally:
+            if not closing.done():
+                closing.cancel()  # the shield only
+            elif not closing.cancelled():
+                closing.exception()  # retrieved: the next turn of the loop reports it
+        return transport.connection.is_closed
+
+    async def __recover_consumers(self) -> None:
+        retry = False
+        for channel in self._ordered_channels():
+            if self._transport_lost():
+                return  # the reconnect restores every consumer
+            try:
+                retry = await channel._restore_consumers() or retry
+            except Exception:
+                log.exception("bringing back the consumers of %r failed; trying again", channel)
+                retry = True
+        if retry:
+            self._request_recovery()
+
     def _ordered_channels(self) -> list[RobustChannel]:
-        alive = [channel for ref in self._channel_order if (channel := ref()) is not None]
-        self._channel_order = [weakref.ref(channel) for channel in alive]
-        return [channel for channel in alive if not channel._gone]
+        return [channel for channel in tuple(self.__channels) if not channel._gone]
 
     async def _reconnect(self) -> None:
         self._reconnecting = True
         failures = 0
+        # the channels still to restore on the current transport (None: a
+        # new transport, every channel)
+        pending: list[RobustChannel] | None = None
         try:
             while not self._close_called:
-                await asyncio.sleep(self._backoff(failures))
+                if self._reconnect_now:
+                    self._reconnect_now = False
+                else:
+                    await asyncio.sleep(self._reconnect_delay(failures))
                 if self._close_called:
                     return
                 try:
-                    await self._attempt(self._connect_timeout)
-                    await self._restore()
-                except CONNECTION_EXCEPTIONS as error:
+                    if pending is None or self._transport_lost():
+                        pending = None
+                        await self._attempt(self._connect_timeout)
+                    pending = await self._restore(pending)
+                except Exception as error:
                     failures += 1
-                    log.warning("reconnect attempt %d failed: %s", failures, error)
-                    await self.transport.close()
+                    if isinstance(error, CONNECTION_EXCEPTIONS):
+                        log.warning("reconnect attempt %d failed: %s", failures, error)
+                    else:  # not the broker's or the network's doing: show where
+                        log.exception("reconnect attempt %d failed", failures)
+                    if not self._transport_lost():
+                        self.close_callbacks(error)
+                    pending = None
+                    await self._close_transport()
+                    continue
+                if pending:
+                    failures += 1
                     continue
                 log.info("reconnected to %s after %d failed attempts", self, failures)
+                self._wake_reconnect_waiters(None)
                 self.reconnect_callbacks()
                 return
         finally:
             self._reconnecting = False
 
-    async def _restore(self) -> None:
-        channels = self._ordered_channels()
-        for channel in channels:
-            await channel.restore_channel()
-        for channel in channels:
-            await channel.restore_exchanges()
-        for channel in channels:
-            await channel.restore_exchange_bindings()
-        for channel in channels:
-            await channel.restore_queues()
-        for channel in channels:
-            await channel.restore_queue_bindings()
-        for channel in channels:
-            await channel.restore_consumers()
+    async def _restore(self, channels: list[RobustChannel] | None = None) -> list[RobustChannel]:
+        """Restore the channels in turn; return those that failed for a channel error.
+
+        A channel may need what another one declares: those that fail are
+        tried again while the others make progress. Connection errors are
+        raised.
+        """
+        pending = self._ordered_channels() if channels is None else channels
+        while pending:
+            failed: list[RobustChannel] = []
+            first_error: AMQPChannelError | None = None
+            for channel in pending:
+                try:
+                    await channel.restore()
+                except AMQPChannelError as error:
+                    if self._transport_lost():
+                        raise
+                    failed.append(channel)
+                    first_error = first_error or error
+                    log.debug("restoring %r failed, trying it again", channel, exc_info=True)
+            if failed and len(failed) == len(pending):
+                # no progress: the broker has to change first (a queue
+                # declared passively is gone, a declaration conflicts)
+                log.warning(
+                    "%d channel(s) of %s not restored: %s; trying again",
+                    len(failed),
+                    self,
+                    first_error,
+                )
+                self.close_callbacks(first_error)
+                return failed
+            pending = failed
+        return []
+
+    def _wake_reconnect_waiters(self, error: BaseException | None) -> None:
+        waiters, self._reconnected = self._reconnected, []
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
+    async def reconnect(self) -> None:
+        """Drop the connection and reconnect now; returns when every channel is restored.
+
+        :raises RuntimeError: the connection was closed (or never connected).
+        """
+        if self._close_called or self.__reconnection_task is None:
+            raise RuntimeError(f"{self!r} is closed or was never connected")
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._reconnected.append(waiter)
+        if not self._reconnecting:
+            self._reconnect_now = True
+            await self._close_transport()
+        await waiter
 
     def channel(
         self,
@@ -203,8 +347,7 @@ class RobustConnection(Connection, AbstractRobustConnection):
             publisher_confirms=publisher_confirms,
             on_return_raises=on_return_raises,
         )
-        self._channels.add(channel)
-        self._channel_order.append(weakref.ref(channel))
+        self.__channels[channel] = None
         return channel
 
     async def update_secret(
@@ -218,13 +361,13 @@ class RobustConnection(Connection, AbstractRobustConnection):
     async def close(self, exc: BaseException | None = None) -> None:
         """Close for good: no reconnect after this."""
         self._close_called = True
-        supervisor, self._supervisor = self._supervisor, None
+        supervisor, self.__reconnection_task = self.__reconnection_task, None
         if supervisor is not None:
             supervisor.cancel()
             await asyncio.gather(supervisor, return_exceptions=True)
+        self._wake_reconnect_waiters(RuntimeError(f"{self!r} was closed"))
         for channel in self._ordered_channels():
             channel._close_called = True
-            channel._stop_tasks()
         await super().close(exc)
 
 
@@ -267,7 +410,8 @@ async def connect_robust(
         urls,
         loop=loop,
         ssl_context=ssl_context,
-        client_properties=client_properties,
+        **({} if client_properties is None else {"client_properties": client_properties}),
+        **kwargs,
     )
     await connection.connect(timeout=timeout)
     return connection

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as spec
 
@@ -10,10 +10,15 @@ from .abc import (
     AbstractMessage,
     AbstractRobustExchange,
     ExchangeParamType,
+    ExchangeType,
     TimeoutType,
     get_exchange_name,
 )
 from .exchange import Exchange
+from .tools import _warn_channel_argument
+
+if TYPE_CHECKING:
+    from .channel import Channel
 
 __all__ = ["RobustExchange"]
 
@@ -23,8 +28,28 @@ Arguments = dict[str, Any] | None
 class RobustExchange(Exchange, AbstractRobustExchange):
     """An :class:`Exchange` that remembers its exchange-to-exchange bindings."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        channel: Channel,
+        name: str,
+        type: ExchangeType | str = ExchangeType.DIRECT,
+        *,
+        auto_delete: bool = False,
+        durable: bool = False,
+        internal: bool = False,
+        passive: bool = False,
+        arguments: Arguments = None,
+    ) -> None:
+        super().__init__(
+            channel,
+            name,
+            type,
+            auto_delete=auto_delete,
+            durable=durable,
+            internal=internal,
+            passive=passive,
+            arguments=arguments,
+        )
         # (source exchange name, routing key) -> arguments
         self._bindings: dict[tuple[str, str], Arguments] = {}
 
@@ -84,6 +109,17 @@ class RobustExchange(Exchange, AbstractRobustExchange):
         result = await super().delete(if_unused, timeout)
         self.channel._forget_exchange(self)  # type: ignore[attr-defined]
         return result
+
+    async def restore(self, channel: Any = None) -> None:
+        """Declare the exchange again and bind it to its sources (on the current channel).
+
+        :param channel: ignored (deprecated).
+        """
+        _warn_channel_argument(channel)
+        if not self.name:
+            return  # the default exchange is always there
+        await self.restore_declaration()
+        await self.restore_bindings()
 
     async def restore_declaration(self) -> None:
         """Declare the exchange again (first step of a restore)."""

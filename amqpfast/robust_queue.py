@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as spec
 
 from .abc import AbstractRobustQueue, ConsumerTag, ExchangeParamType, TimeoutType, get_exchange_name
 from .queue import Callback, Queue, QueueIterator
+from .tools import _warn_channel_argument
+
+if TYPE_CHECKING:
+    from .channel import Channel
+    from .core import Channel as LowLevelChannel
 
 __all__ = ["RobustQueue", "RobustQueueIterator"]
 
@@ -18,13 +24,24 @@ Arguments = dict[str, Any] | None
 class RobustQueue(Queue, AbstractRobustQueue):
     """A :class:`Queue` that remembers its bindings and consumers.
 
-    A server-named queue gets a new name from the broker on restore; its
-    bindings and consumers follow the new name.
+    A queue declared without a name gets one made here (``amq_<hex>``), not
+    by the broker, as in aio-pika: the broker refuses to declare its own
+    ``amq.*`` names again, so only a name of ours can be restored, and a queue
+    that outlived the connection is found again with its messages.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._server_named = not self.name
+    def __init__(
+        self,
+        channel: Channel,
+        name: str | None,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: Arguments = None,
+        passive: bool = False,
+    ) -> None:
+        name = name or f"amq_{uuid.uuid4().hex}"
+        super().__init__(channel, name, durable, exclusive, auto_delete, arguments, passive)
         # (exchange name, routing key or None: the queue's name, whatever
         # it is after a restore) -> arguments
         self._bindings: dict[tuple[str, str | None], Arguments] = {}
@@ -113,10 +130,45 @@ class RobustQueue(Queue, AbstractRobustQueue):
         for iterator in list(self._iterators):
             iterator._drop_buffered()
 
+    async def restore(self, channel: Any = None) -> None:
+        """Declare, bind and consume again (on the current channel).
+
+        :param channel: ignored (deprecated).
+        """
+        _warn_channel_argument(channel)
+        await self.restore_declaration()
+        await self.restore_bindings()
+        await self.restore_consumers()
+
+    async def _probe(self, channel: LowLevelChannel) -> None:
+        """Declare the queue and bind it again on ``channel``, a channel of its own.
+
+        Run before the consumers the broker cancelled are started again: a
+        queue declared with ``passive=True`` (someone else's) raises
+        ChannelNotFoundEntity until it exists again; any other is declared
+        (again) with its parameters and bindings. A failure closes ``channel``
+        only.
+        """
+        await channel.queue_declare(
+            self.name,
+            durable=self.durable,
+            exclusive=self.exclusive,
+            auto_delete=self.auto_delete,
+            arguments=self.arguments,
+            passive=self.passive,
+            timeout=5,
+        )
+        for (exchange, routing_key), arguments in tuple(self._bindings.items()):
+            await channel.queue_bind(
+                self.name,
+                exchange=exchange,
+                routing_key=self.name if routing_key is None else routing_key,
+                arguments=arguments,
+                timeout=5,
+            )
+
     async def restore_declaration(self) -> None:
-        """Declare again: a server-named queue asks for a new name."""
-        if self._server_named:
-            self.name = ""
+        """Declare again, under the same name."""
         await self.declare()
 
     async def restore_bindings(self) -> None:
@@ -131,7 +183,21 @@ class RobustQueue(Queue, AbstractRobustQueue):
 
 
 class RobustQueueIterator(QueueIterator):
-    """A :class:`QueueIterator` that waits through a reconnect instead of ending."""
+    """A :class:`QueueIterator` that waits through a reconnect instead of ending.
+
+    It ends when it is closed, its channel is closed for good, or the
+    connection is closed.
+    """
+
+    def __init__(self, queue: Queue, **kwargs: Any) -> None:
+        super().__init__(queue, **kwargs)
+        connection = getattr(queue.channel, "_connection", None)
+        if connection is not None:
+            self._wake_up_on(connection.closed(), self._on_connection_closed)
+
+    def _on_connection_closed(self, _future: Any) -> None:
+        if not self._closed.done():
+            self._closed.set_result(True)
 
     def _drop_buffered(self) -> None:
         # Fetched on the old connection: they cannot be acked any more and

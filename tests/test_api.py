@@ -386,9 +386,9 @@ async def test_close_callbacks_get_the_channel_error(conn: Connection):
 
     with pytest.raises(ChannelNotFoundEntity):
         await channel.declare_queue("surely-missing", passive=True)
-    await asyncio.sleep(0)
-
     assert channel.is_closed
+    # the callbacks run in a task of their own, as aio-pika's do
+    await asyncio.wait_for(channel.closed(), 1)
     assert len(errors) == 1 and isinstance(errors[0], ChannelNotFoundEntity)
     await channel.reopen()
     assert not channel.is_closed

@@ -25,7 +25,7 @@ def test_install_makes_aio_pika_amqpfast():
         "from aio_pika.patterns.rpc import RPC; from aio_pika.pool import Pool;"
         "assert RPC is amqpfast.patterns.RPC and Pool is amqpfast.pool.Pool;"
         "from aio_pika import Message, connect, ExchangeType, DeliveryMode;"
-        "assert aio_pika is amqpfast and aio_pika.abc is amqpfast.abc;"
+        "assert aio_pika.connect is amqpfast.connect and aio_pika.abc is amqpfast.abc;"
         "assert aio_pika.exceptions.QueueEmpty is amqpfast.exceptions.QueueEmpty;"
         "assert Message is amqpfast.Message; print('ok')",
     )
@@ -106,7 +106,7 @@ def test_libraries_catching_aiormq_exceptions_catch_amqpfast_errors(amqp_url, un
     # does for a missing exchange) must see the broker's 404 raised by amqpfast.
     done = run(
         "-c",
-        "import asyncio, sys, amqpfast.compat; amqpfast.compat.install();"
+        "import asyncio, sys, amqpfast.compat; amqpfast.compat.install(aiormq=False);"
         "import aio_pika, aiormq, aiormq.exceptions\n"
         "async def main():\n"
         "    async with await aio_pika.connect(sys.argv[1]) as connection:\n"
@@ -126,3 +126,74 @@ def test_libraries_catching_aiormq_exceptions_catch_amqpfast_errors(amqp_url, un
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["caught", "404", "restored"]
+
+
+def test_aio_pika_reports_the_version_amqpfast_follows():
+    done = run(
+        "-c",
+        "import amqpfast, amqpfast.compat; amqpfast.compat.install(); import aio_pika\n"
+        "assert aio_pika.__version__ == amqpfast.compat.AIO_PIKA_VERSION == '10.2.1'\n"
+        "assert amqpfast.__version__ != aio_pika.__version__\n"
+        "assert aio_pika.__name__ == 'aio_pika' and 'Queue' in dir(aio_pika)\n"
+        "from aio_pika import *\n"
+        "assert Message is amqpfast.Message and RobustConnection is amqpfast.RobustConnection\n"
+        "marker = object()\n"
+        "aio_pika.connect = marker  # monkeypatching the alias patches amqpfast\n"
+        "assert amqpfast.connect is marker\n"
+        "print(amqpfast.__version__)",
+    )
+    assert done.returncode == 0, done.stderr
+    import amqpfast
+
+    assert done.stdout.strip() == amqpfast.__version__
+
+
+def test_install_takes_over_an_aiormq_imported_before():
+    done = run(
+        "-c",
+        "import sys, aiormq, aiormq.exceptions, amqpfast, amqpfast.compat\n"
+        "real, real_exceptions = aiormq, aiormq.exceptions\n"
+        "amqpfast.compat.install()\n"
+        "import aiormq as face\n"
+        "assert face is amqpfast.aiormq and face.__version__ == '7.2.4'\n"
+        "assert sys.modules['aiormq.exceptions'] is amqpfast.aiormq.exceptions\n"
+        "# code that holds the real module catches amqpfast's errors\n"
+        "E = amqpfast.exceptions\n"
+        "assert real_exceptions.ChannelNotFoundEntity is E.ChannelNotFoundEntity\n"
+        "assert real.AMQPConnectionError is E.AMQPConnectionError\n"
+        "amqpfast.compat.uninstall()\n"
+        "assert sys.modules['aiormq'] is real and 'aio_pika' not in sys.modules\n"
+        "assert real_exceptions.ChannelNotFoundEntity.__module__ == 'aiormq.exceptions'\n"
+        "print('ok')",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_install_without_aiormq_keeps_the_real_one():
+    done = run(
+        "-c",
+        "import amqpfast, amqpfast.compat; amqpfast.compat.install(aiormq=False)\n"
+        "import aiormq, aiormq.exceptions\n"
+        "assert aiormq.__file__.endswith('aiormq/__init__.py') \n"
+        "E = amqpfast.exceptions\n"
+        "assert aiormq.exceptions.ChannelClosed is E.ChannelClosed\n"
+        "print('ok')",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_install_twice_is_harmless():
+    done = run(
+        "-c",
+        "import sys, amqpfast.compat; amqpfast.compat.install()\n"
+        "first = sys.modules['aio_pika'], sys.modules['aiormq']\n"
+        "amqpfast.compat.install()\n"
+        "assert (sys.modules['aio_pika'], sys.modules['aiormq']) == first\n"
+        "amqpfast.compat.uninstall()\n"
+        "assert not any(k.split('.')[0] in ('aio_pika', 'aiormq') for k in sys.modules)\n"
+        "print('ok')",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 from broker_tools import loop_exception_log
+from pamqp import commands as spec
 
-from amqpfast.codec import BasicAck, BasicProperties
+from amqpfast.codec import BasicProperties
 from amqpfast.core import Channel, Connection, DeliveredMessage
 from amqpfast.exceptions import (
     ChannelInvalidStateError,
@@ -101,7 +102,7 @@ async def test_publish_and_get_keep_properties(channel: Channel):
     confirm = await channel.basic_publish(b"{}", routing_key=queue, properties=properties)
     message = await channel.basic_get(queue)
 
-    assert isinstance(confirm, BasicAck)
+    assert isinstance(confirm, spec.Basic.Ack)
     assert message.body == b"{}"
     assert message.properties == properties
     assert (message.routing_key, message.exchange, message.redelivered) == (queue, "", False)
@@ -206,7 +207,7 @@ async def test_pipelined_confirms_resolve_with_multiple_acks(channel: Channel):
         *(channel.basic_publish(b"x", routing_key=queue) for _ in range(2000))
     )
 
-    assert all(isinstance(confirm, BasicAck) for confirm in confirms)
+    assert all(isinstance(confirm, spec.Basic.Ack) for confirm in confirms)
     assert (await channel.queue_declare(queue, passive=True)).message_count == 2000
 
 
@@ -224,7 +225,8 @@ async def test_nack_raises_delivery_error(channel: Channel):
     assert not channel.is_closed
 
 
-async def test_returned_message_goes_to_callbacks(channel: Channel, unique: str):
+async def test_returned_message_goes_to_callbacks(connection: Connection, unique: str):
+    channel = await connection.channel(on_return_raises=False)
     returned: list[DeliveredMessage] = []
     channel.on_return_callbacks.append(returned.append)
 
@@ -250,7 +252,7 @@ async def test_returned_message_fails_its_own_publish(connection: Connection, un
         return_exceptions=True,
     )
 
-    assert isinstance(results[0], BasicAck) and isinstance(results[2], BasicAck)
+    assert isinstance(results[0], spec.Basic.Ack) and isinstance(results[2], spec.Basic.Ack)
     assert isinstance(results[1], PublishError) and results[1].message.body == b"lost"
     assert isinstance(results[3], PublishError) and results[3].message.body == b"lost-2"
     assert own_id.message_id == "mine"  # the caller's properties are not changed
@@ -341,15 +343,30 @@ async def test_flow_pauses_deliveries(channel: Channel):
     assert ok.active is True
 
 
-async def test_rpc_timeout_does_not_confuse_later_replies(channel: Channel):
+async def test_a_call_that_times_out_closes_the_channel(channel: Channel):
     queue = await declare_queue(channel)
     with pytest.raises(TimeoutError):
         await channel.queue_declare(queue, passive=True, timeout=0.0)
 
-    # the late DeclareOk is dropped, not taken as the reply to this call
-    purged = await channel.queue_purge(queue)
-    assert purged.message_count == 0
-    assert (await channel.queue_declare(queue, passive=True)).queue == queue
+    # as with aiormq: what the call did is unknown, its reply may still come
+    assert channel.is_closed
+    with pytest.raises(ChannelInvalidStateError, match="timed out or was cancelled"):
+        await channel.queue_purge(queue)
+    other = await channel.connection.channel()
+    assert other.number != channel.number  # kept until the broker's CloseOk
+    assert (await other.queue_declare(queue, passive=True)).queue == queue
+
+
+async def test_a_cancelled_call_closes_the_channel(channel: Channel):
+    queue = await declare_queue(channel)
+    call = asyncio.ensure_future(channel.queue_declare(queue, passive=True))
+    await asyncio.sleep(0)  # sent
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert channel.is_closed
+    await asyncio.sleep(0.2)  # the CloseOk frees the number
+    assert channel.number not in channel.connection.channels
 
 
 async def test_publishers_wait_while_the_transport_is_paused(proxy, amqp_url):
@@ -428,9 +445,12 @@ async def test_a_get_that_gave_up_gives_its_message_back(channel: Channel):
     with pytest.raises(TimeoutError):
         await channel.basic_get(queue, timeout=0.0)  # the GetOk comes after we gave up
 
-    await asyncio.sleep(0.3)  # the late GetOk arrives and is nacked back to the queue
-    assert (await channel.queue_declare(queue, passive=True)).message_count == 1
-    message = await channel.basic_get(queue, timeout=5)
+    # the channel closes, and with it the broker takes the message back
+    other = await channel.connection.channel()
+    async with asyncio.timeout(5):
+        while await ready_count(other, queue) != 1:
+            await asyncio.sleep(0.05)
+    message = await other.basic_get(queue, timeout=5)
     assert message.body == b"not lost" and message.redelivered
 
 
@@ -439,9 +459,11 @@ async def test_a_consume_that_gave_up_leaves_no_consumer(channel: Channel):
 
     with pytest.raises(TimeoutError):
         await channel.basic_consume(queue, lambda message: None, timeout=0.0)
-    await asyncio.sleep(0.2)
 
-    assert (await channel.queue_declare(queue, passive=True)).consumer_count == 0
+    other = await channel.connection.channel()
+    async with asyncio.timeout(5):
+        while (await other.queue_declare(queue, passive=True)).consumer_count != 0:
+            await asyncio.sleep(0.05)
     assert channel.consumers == {}
 
 
@@ -458,10 +480,11 @@ async def test_deliveries_to_a_consume_that_gave_up_go_back_to_the_queue(channel
     with pytest.raises(TimeoutError):
         await channel.basic_consume(queue, got.append, timeout=0.0)
 
-    # The broker delivers until it sees our Cancel; what came is rejected at once,
-    # not held unacknowledged until the channel closes.
+    # what the broker delivered before our Close is not handed to anyone,
+    # and returns to the queue with the channel
+    other = await channel.connection.channel()
     async with asyncio.timeout(5):
-        while await ready_count(channel, queue) != 50:
+        while await ready_count(other, queue) != 50:
             await asyncio.sleep(0.05)
     assert got == [] and channel.consumers == {}
 

@@ -9,7 +9,9 @@ import inspect
 import json
 import logging
 import pickle
+import warnings
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -33,6 +35,10 @@ from amqpfast.patterns import (
     Worker,
 )
 from amqpfast.queue import Queue
+
+# Some handlers here are plain functions on purpose (aio-pika accepts them,
+# deprecated): the warnings they give are checked in one test, not repeated.
+pytestmark = pytest.mark.filterwarnings("ignore:.*coroutine function:DeprecationWarning")
 
 
 class TaskFailed(Exception):
@@ -246,7 +252,9 @@ async def test_task_for_a_missing_queue_comes_back(
 
     assert not isinstance(result, Basic.Ack)  # the returned message
     assert pickle.loads(result.body) == {"n": 1}
-    assert any("task returned" in record.getMessage() for record in caplog.records)
+    # aio-pika's wording, with the returned message as the argument
+    (record,) = [r for r in caplog.records if "Probably destination queue" in r.getMessage()]
+    assert isinstance(record.args, tuple) and isinstance(record.args[0], IncomingMessage)
 
 
 # ---------------------------------------------------------------- RPC
@@ -373,6 +381,49 @@ async def test_call_without_method_queue_fails(rpc: RPC, unique: str):
     with pytest.raises(MessageProcessError):
         await rpc.call(f"{unique}-nobody", {"x": 1})
     assert rpc.futures == {}
+
+
+async def test_register_plain_function_is_deprecated(rpc: RPC, unique: str):
+    def plain(**kwargs: Any) -> None:
+        return None
+
+    async def coroutine(**kwargs: Any) -> None:
+        return None
+
+    with pytest.deprecated_call():
+        await rpc.register(f"{unique}.plain", plain, exclusive=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a coroutine function, also in partials: no warning
+        await rpc.register(f"{unique}.coroutine", coroutine, exclusive=True)
+        await rpc.register(f"{unique}.partial", partial(partial(coroutine)), exclusive=True)
+    assert await rpc.call(f"{unique}.partial") is None
+
+
+async def test_unknown_and_returned_messages_are_logged(
+    rpc: RPC, chan: Channel, unique: str, caplog: pytest.LogCaptureFixture
+):
+    async def warned(text: str) -> logging.LogRecord:
+        async with asyncio.timeout(5):
+            while True:
+                for record in caplog.records:
+                    if record.levelno == logging.WARNING and text in record.getMessage():
+                        return record
+                await asyncio.sleep(0.01)
+
+    with caplog.at_level(logging.WARNING, logger="amqpfast.patterns.rpc"):
+        # on the result queue without a correlation id, then with an unknown one
+        await chan.default_exchange.publish(Message(b"stray"), rpc.result_queue.name)
+        record = await warned("Message without correlation_id was received:")
+        assert isinstance(record.args, tuple)
+        assert isinstance(record.args[0], IncomingMessage) and record.args[0].body == b"stray"
+        await chan.default_exchange.publish(
+            Message(b"late", correlation_id="nobody"), rpc.result_queue.name
+        )
+        assert (await warned("Unknown message:")).args[0].correlation_id == "nobody"  # type: ignore[index]
+        # returned by the broker (mandatory, no queue): the RPC hears of it too
+        await chan.default_exchange.publish(Message(b"lost"), f"{unique}-nobody")
+        record = await warned("Message without correlation_id was returned:")
+        assert isinstance(record.args, tuple) and record.args[0].body == b"lost"
 
 
 async def test_register_twice_is_refused(rpc: RPC, unique: str):

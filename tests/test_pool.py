@@ -148,6 +148,22 @@ async def test_close_closes_every_instance_and_refuses_more():
     assert [instance.closed for instance in factory.made] == [1, 1, 1]
 
 
+@pytest.mark.parametrize("released_before_close", [False, True])
+async def test_close_wakes_those_waiting_for_a_release(released_before_close: bool):
+    factory = Factory()
+    pool = Pool(factory, max_size=1)
+    held = await pool.acquire().__aenter__()
+    waiters = [asyncio.create_task(pool.acquire().__aenter__()) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    if released_before_close:  # the first waiter is woken for it, but close() comes first
+        pool.put(held)
+    await pool.close()
+    done, _ = await asyncio.wait(waiters, timeout=1)
+    assert len(done) == 3
+    assert all(isinstance(waiter.exception(), PoolInvalidStateError) for waiter in waiters)
+    assert held.closed == 1
+
+
 async def test_cancelled_waiter_loses_no_instance():
     factory = Factory()
     pool = Pool(factory, max_size=1)

@@ -72,6 +72,8 @@ async def test_the_proxy_cuts_a_connection(amqp_proxy: TCPProxy, amqp_vhost_url:
                     amqpfast.Message(b"lost"), routing_key=queue.name
                 )
                 await asyncio.sleep(0.05)
+        # close callbacks run in a task of their own (as in aio-pika)
+        await asyncio.wait_for(connection.closed(), 5)
         assert connection.is_closed
     finally:
         await connection.close()

@@ -126,7 +126,7 @@ class RecoveryClock:
         self._watch()
 
     def _watch(self) -> None:
-        self.connection.transport.closing.add_done_callback(self._on_lost)
+        self.connection.transport.connection.closing.add_done_callback(self._on_lost)
 
     def _on_lost(self, closing: asyncio.Future[None]) -> None:
         if not closing.cancelled():
@@ -669,7 +669,7 @@ async def test_a_stalled_peer_is_detected_and_recovered(proxy, amqp_url, unique)
                 while clock.lost_at is None:
                     await asyncio.sleep(0.01)
             detections.append(clock.lost_at - stalled_at)
-            closing = connection.transport.closing
+            closing = connection.transport.connection.closing
             reasons.append(type(closing.exception()).__name__ if closing.done() else "?")
             proxy.resume()  # the reconnect goes through once the "network" is back
             await clock.wait_reconnects(stall + 1, timeout=20)
@@ -768,9 +768,13 @@ async def test_connect_use_close_rounds_leave_nothing_behind(amqp_url, unique):
 
 
 async def wait_for_loss(connection: RobustConnection, timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while connection.connected.is_set():
-            await asyncio.sleep(0.005)
+    # the transport's end, not `connected` (a reconnect at once may hide it)
+    transport = connection.transport
+    if transport is None:
+        return
+    await asyncio.wait_for(
+        asyncio.gather(transport.connection.closing, return_exceptions=True), timeout
+    )
 
 
 # Each scenario returns its facts; "violations" lists what went wrong beyond
@@ -822,7 +826,7 @@ async def close_while_first_connect_retries(
         await asyncio.sleep(0.3)
         on_broker = await asyncio.to_thread(connections_named, name)
     finally:
-        await asyncio.wait_for(connection.transport.close(), 5)  # whatever it opened
+        await asyncio.wait_for(connection.transport.connection.close(), 5)  # whatever it opened
         await later.close()
     violations = [] if isinstance(outcome[0], BaseException) else ["connect() succeeded"]
     violations += [f"{len(on_broker)} connection(s) on the broker after close()"] * bool(on_broker)

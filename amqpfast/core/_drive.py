@@ -170,10 +170,12 @@ class CallbackRunner:
         """How many callbacks are waiting to run or still running."""
         return len(self._queue) + len(self._drivers)
 
-    def cancel(self) -> None:
+    def cancel(self, reason: BaseException | None = None) -> None:
         """Cancel the callbacks still running and drop those not started.
 
         The callback that calls this (closing its own channel) is left to finish.
+
+        :param reason: the cancel's message (the error that closed the channel).
         """
         while self._queue:
             self._queue.popleft().close()
@@ -181,4 +183,4 @@ class CallbackRunner:
         current = _current_task(self._loop) if self._loop.is_running() else None
         for driver in list(self._drivers):
             if driver is not current:
-                driver.cancel()  # leaves the set when it is done
+                driver.cancel(reason)  # leaves the set when it is done

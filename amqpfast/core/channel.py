@@ -16,6 +16,7 @@ from ..exceptions import (
     ChannelClosed,
     ChannelInvalidStateError,
     DeliveryError,
+    DuplicateConsumerTag,
     PublishError,
     channel_error,
 )
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("amqpfast.core")
 
-__all__ = ["Channel", "ConsumerCallback", "ReturnCallback"]
+__all__ = ["CallbackCollection", "Channel", "ConsumerCallback", "ReturnCallback"]
 
 _Reply = TypeVar("_Reply")
 ConsumerCallback = Callable[[DeliveredMessage], Any]
@@ -35,26 +36,69 @@ ReturnCallback = Callable[[DeliveredMessage], Any]
 Arguments = dict[str, Any] | None
 
 _tag_counter = itertools.count(1)
+_PamqpAck = spec.Basic.Ack
+_new_ack = _PamqpAck.__new__
+_PamqpNack = spec.Basic.Nack
+_PamqpReturn = spec.Basic.Return
+_PamqpGetOk = spec.Basic.GetOk
 # Carries the key of a mandatory publish whose own message_id is not unique.
 RETURN_KEY_HEADER = "x-amqpfast-return-key"
+
+
+class CallbackCollection(list[Any]):
+    """Callbacks in the order they were added: a list that also takes set methods.
+
+    aiormq keeps these in sets (``add``, ``discard``), amqpfast in lists
+    (``append``, ``remove``); both kinds of code use the same object.
+    """
+
+    def add(self, callback: Any) -> None:
+        """Add a callback unless it is there already."""
+        if callback not in self:
+            self.append(callback)
+
+    def discard(self, callback: Any) -> None:
+        """Remove a callback if it is there."""
+        if callback in self:
+            self.remove(callback)
+
+    def update(self, callbacks: Any) -> None:
+        """Add each of several callbacks (those there already are skipped)."""
+        for callback in callbacks:
+            self.add(callback)
+
+
+def _as_pamqp(method: Any, kind: type[Any]) -> Any:
+    """A codec-decoded method as pamqp's class, which aiormq code checks for."""
+    converted: Any = object.__new__(kind)
+    for name, value in method:
+        setattr(converted, name, value)
+    return converted
+
+
+def _replies(method: Any) -> tuple[type, ...]:
+    """pamqp's classes of the replies a synchronous method may get."""
+    replies = []
+    for name in method.valid_responses:
+        class_name, _, method_name = name.partition(".")
+        replies.append(getattr(getattr(spec, class_name), method_name))
+    return tuple(replies)
 
 
 class _Pending:
     """A synchronous method sent, its reply awaited."""
 
-    __slots__ = ("expect", "future", "on_late", "on_reply")
+    __slots__ = ("expect", "future", "on_reply")
 
     def __init__(
         self,
         expect: tuple[type, ...],
         future: asyncio.Future[Any],
         on_reply: Callable[[Any], None] | None,
-        on_late: Callable[[Any], None] | None,
     ) -> None:
         self.expect = expect
         self.future = future
         self.on_reply = on_reply  # called with the reply before the caller gets it
-        self.on_late = on_late  # called with a reply that came after the caller gave up
 
 
 class Channel:
@@ -63,6 +107,10 @@ class Channel:
     Made by :meth:`Connection.channel`. One synchronous method is in flight at
     a time; every wait takes a ``timeout``; a closed channel raises
     :class:`~amqpfast.exceptions.ChannelInvalidStateError` at once.
+
+    The methods take aiormq's names, arguments and defaults and return what
+    aiormq's do (pamqp's reply frames), so code written for ``aiormq.Channel``
+    runs on this class; :mod:`amqpfast.aiormq` names it so.
     """
 
     def __init__(
@@ -70,7 +118,7 @@ class Channel:
         connection: Connection,
         number: int,
         publisher_confirms: bool = True,
-        on_return_raises: bool = False,
+        on_return_raises: bool = True,
     ) -> None:
         self.connection = connection
         self.number = number
@@ -100,12 +148,19 @@ class Channel:
         self._return_keys: dict[str, int] = {}  # key of a returnable publish -> its tag
         self._tag_keys: dict[int, str] = {}  # and back
         self.flow_active = True
-        self.on_return_callbacks: list[ReturnCallback] = []
-        self.on_cancel_callbacks: list[Callable[[str], Any]] = []
+        # called with each returned message
+        self.on_return_callbacks = CallbackCollection()
+        # called with the tag of a consumer the broker cancelled
+        self.on_cancel_callbacks = CallbackCollection()
+        # aiormq's: called with the broker's Basic.Cancel frame
+        self.on_consumer_cancel_callbacks = CallbackCollection()
 
     def __repr__(self) -> str:
         state = "closed" if self.is_closed else "open" if self._opened else "new"
         return f"<Channel {self.number} {state}>"
+
+    def __str__(self) -> str:
+        return str(self.number)
 
     @property
     def closing(self) -> asyncio.Future[None]:
@@ -142,22 +197,32 @@ class Channel:
         timeout: float | None,
         on_reply: Callable[[Any], None] | None = None,
         opening: bool = False,
-        on_late: Callable[[Any], None] | None = None,
     ) -> Any:
-        """Send a synchronous method and wait for its reply."""
+        """Send a synchronous method and wait for its reply.
+
+        A call that times out or is cancelled closes the channel, as aiormq's
+        do: what the method did on the broker is unknown, and its reply may
+        still come (a late ConsumeOk would start a consumer nobody expects).
+        """
         async with self._lock:
             if not opening:
                 self._check_open()
-            pending = _Pending(expect, self.loop.create_future(), on_reply, on_late)
+            pending = _Pending(expect, self.loop.create_future(), on_reply)
             # sent first: a method that fails to encode leaves no entry behind
             self.connection._send_method(self.number, method)
             self._pending.append(pending)
-            if type(method) is spec.Channel.Close:
+            closing = type(method) is spec.Channel.Close
+            if closing:
                 self._awaiting_close_ok = True
-            if timeout is None:
-                return await pending.future
-            # A reply that comes after the timeout finds its entry done and is dropped.
-            return await asyncio.wait_for(pending.future, timeout)
+            try:
+                if timeout is None:
+                    return await pending.future
+                return await asyncio.wait_for(pending.future, timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                # an opening given up is the connection's to close; a Close, close()'s
+                if not (opening or closing):
+                    self._abandon(f"closed: {type(method).__name__} timed out or was cancelled")
+                raise
 
     def _send_async(self, method: Any) -> None:
         self._check_open()
@@ -174,24 +239,17 @@ class Channel:
         return result
 
     def _resolve(self, method: Any) -> bool:
-        # One call waits at a time, but calls that gave up (timeout, cancel)
-        # stay queued ahead of it until their reply comes: RabbitMQ may answer
-        # Basic.Consume after a method sent later, so a reply is matched to the
-        # first entry that expects it, not only to the head.
+        # One call waits at a time (a call that gives up closes the channel),
+        # so a reply can only be the answer to the head.
         pending = self._pending
-        for index, head in enumerate(pending):
-            if isinstance(method, head.expect):
-                del pending[index]
-                if not head.future.done():
-                    if head.on_reply is not None:
-                        head.on_reply(method)
-                    head.future.set_result(method)
-                elif head.on_late is not None:
-                    head.on_late(method)
-                return True
-            if not head.future.done():
-                break  # the call still waiting is the last that can be answered
-        return False
+        if not pending or not isinstance(method, pending[0].expect):
+            return False
+        head = pending.popleft()
+        if not head.future.done():
+            if head.on_reply is not None:
+                head.on_reply(method)
+            head.future.set_result(method)
+        return True
 
     # ------------------------------------------------------------ reading
 
@@ -210,9 +268,11 @@ class Channel:
             else:
                 log.warning("delivery for unknown consumer %r dropped", method.consumer_tag)
         elif kind is BasicGetOk:
-            self._resolve(DeliveredMessage(method, event.properties, event.body, self))
+            delivery = _as_pamqp(method, _PamqpGetOk)
+            self._resolve(DeliveredMessage(delivery, event.properties, event.body, self))
         elif kind is BasicReturn:
-            self._on_return(DeliveredMessage(method, event.properties, event.body, self))
+            delivery = _as_pamqp(method, _PamqpReturn)
+            self._on_return(DeliveredMessage(delivery, event.properties, event.body, self))
 
     def _on_method(self, method: Any) -> None:
         kind = type(method)
@@ -226,8 +286,11 @@ class Channel:
             self.connection._send_method(self.number, spec.Channel.CloseOk())
             self._on_closed(channel_error(method.reply_code or 0, method.reply_text or ""))
         elif isinstance(method, spec.Basic.Cancel):
-            self._on_broker_cancel(method.consumer_tag or "")
-            if not method.nowait:
+            known = method.consumer_tag in self._consumers
+            self._on_broker_cancel(method)
+            # RabbitMQ sets nowait, but from 4.3 on (the capability says so)
+            # it keeps the tag taken until the client answers
+            if not method.nowait or (known and self.connection.accept_consumer_cancel_ok):
                 self.connection._send_method(
                     self.number, spec.Basic.CancelOk(consumer_tag=method.consumer_tag)
                 )
@@ -266,7 +329,9 @@ class Channel:
         self._return_keys.clear()
         self._tag_keys.clear()
         self._consumers.clear()
-        self._runner.cancel()  # as with aio-pika: handlers do not outlive their channel
+        # as with aio-pika: handlers do not outlive their channel (the error
+        # goes with the cancel: a publish in a handler raises it, see basic_publish)
+        self._runner.cancel(error)
         self._acking_consumers.clear()
         self._requeue_for.clear()
         # Until the broker answers our Close (even one crossing its own), the
@@ -277,9 +342,21 @@ class Channel:
     def _on_connection_closed(self, error: BaseException) -> None:
         self._on_closed(error)
 
-    async def close(self, timeout: float | None = None) -> None:
-        """Close the channel (Channel.Close, then wait for CloseOk)."""
+    async def close(
+        self, exc: BaseException | type[BaseException] | None = None, timeout: float | None = None
+    ) -> None:
+        """Close the channel (Channel.Close, then wait for CloseOk).
+
+        :param exc: the error to close with: ``closing`` and the publishes
+            still awaiting their confirm fail with it (None: a normal close).
+        :param timeout: seconds to wait for CloseOk.
+        """
         if self._closed:
+            return
+        if isinstance(exc, type):
+            exc = exc()
+        if not self._opened and not self._pending:  # the broker never heard of it
+            self._on_closed(ChannelClosed(200, "never opened") if exc is None else exc)
             return
         try:
             await self._call(
@@ -289,22 +366,26 @@ class Channel:
             )
             self._awaiting_close_ok = False
         finally:
-            self._on_closed(ChannelClosed(200, "Normal shutdown"))
+            self._on_closed(ChannelClosed(200, "Normal shutdown") if exc is None else exc)
 
-    def _abandon(self) -> None:
-        """Close a channel whose opening was given up (a timeout, a cancel).
+    def _abandon(self, reason: str = "opening abandoned") -> None:
+        """Close a channel whose opening, or a call on it, was given up (a
+        timeout, a cancel).
 
-        The broker may open it yet; it gets Channel.Close right behind the
-        Open, and the number stays taken until the CloseOk comes back.
+        The broker gets Channel.Close right behind what it was sent, and the
+        number stays taken until the CloseOk comes back.
         """
         if self._closed:
             return
         if self.connection.is_opened:
             self.connection._send_method(
-                self.number, spec.Channel.Close(reply_code=200, reply_text="opening abandoned")
+                self.number, spec.Channel.Close(reply_code=200, reply_text=reason[:255])
             )
             self._awaiting_close_ok = True
-        self._on_closed(ChannelClosed(200, "opening abandoned"))
+        if reason == "opening abandoned":
+            self._on_closed(ChannelClosed(200, reason))
+        else:  # later calls learn why the channel is gone
+            self._on_closed(ChannelInvalidStateError(f"channel {self.number} {reason}"))
 
     async def __aenter__(self) -> Channel:
         return self
@@ -330,12 +411,26 @@ class Channel:
             spec.Channel.Flow(active=active), (spec.Channel.FlowOk,), timeout
         )
 
+    async def rpc(self, frame: Any, timeout: float | None = None) -> Any:
+        """Send any method and return the broker's reply (aiormq's generic call).
+
+        An asynchronous method, or a synchronous one sent with ``nowait``,
+        returns None at once.
+        """
+        if not frame.synchronous or getattr(frame, "nowait", False):
+            self._send_async(frame)
+            return None
+        if isinstance(frame, spec.Basic.Get):
+            message = await self.basic_get(frame.queue, frame.no_ack, timeout)
+            return message.delivery
+        return await self._call(frame, _replies(frame), timeout)
+
     # ------------------------------------------------------------ exchanges
 
     @overload
     async def exchange_declare(
         self,
-        exchange: str,
+        exchange: str = "",
         exchange_type: str = "direct",
         passive: bool = False,
         durable: bool = False,
@@ -349,7 +444,7 @@ class Channel:
     @overload
     async def exchange_declare(
         self,
-        exchange: str,
+        exchange: str = "",
         exchange_type: str = "direct",
         passive: bool = False,
         durable: bool = False,
@@ -363,7 +458,7 @@ class Channel:
 
     async def exchange_declare(
         self,
-        exchange: str,
+        exchange: str = "",
         exchange_type: str = "direct",
         passive: bool = False,
         durable: bool = False,
@@ -388,7 +483,7 @@ class Channel:
 
     async def exchange_delete(
         self,
-        exchange: str,
+        exchange: str = "",
         if_unused: bool = False,
         nowait: bool = False,
         timeout: float | None = None,
@@ -399,8 +494,8 @@ class Channel:
 
     async def exchange_bind(
         self,
-        destination: str,
-        source: str,
+        destination: str = "",
+        source: str = "",
         routing_key: str = "",
         nowait: bool = False,
         arguments: Arguments = None,
@@ -418,8 +513,8 @@ class Channel:
 
     async def exchange_unbind(
         self,
-        destination: str,
-        source: str,
+        destination: str = "",
+        source: str = "",
         routing_key: str = "",
         nowait: bool = False,
         arguments: Arguments = None,
@@ -508,8 +603,8 @@ class Channel:
 
     async def queue_unbind(
         self,
-        queue: str,
-        exchange: str,
+        queue: str = "",
+        exchange: str = "",
         routing_key: str = "",
         arguments: Arguments = None,
         timeout: float | None = None,
@@ -521,7 +616,7 @@ class Channel:
         return await self._call(method, (spec.Queue.UnbindOk,), timeout)  # type: ignore[no-any-return]
 
     async def queue_purge(
-        self, queue: str, nowait: bool = False, timeout: float | None = None
+        self, queue: str = "", nowait: bool = False, timeout: float | None = None
     ) -> spec.Queue.PurgeOk | None:
         """Remove all ready messages from a queue."""
         method = spec.Queue.Purge(queue=queue, nowait=nowait)
@@ -529,7 +624,7 @@ class Channel:
 
     async def queue_delete(
         self,
-        queue: str,
+        queue: str = "",
         if_unused: bool = False,
         if_empty: bool = False,
         nowait: bool = False,
@@ -545,14 +640,17 @@ class Channel:
 
     async def basic_qos(
         self,
-        prefetch_size: int = 0,
-        prefetch_count: int = 0,
+        prefetch_size: int | None = 0,
+        prefetch_count: int | None = 0,
         global_: bool = False,
         timeout: float | None = None,
     ) -> spec.Basic.QosOk:
-        """Limit unacknowledged deliveries (per consumer, or per channel with ``global_``)."""
+        """Limit unacknowledged deliveries (per consumer, or per channel with ``global_``).
+
+        None stands for 0 (no limit), as in aiormq.
+        """
         method = spec.Basic.Qos(
-            prefetch_size=prefetch_size, prefetch_count=prefetch_count, global_=global_
+            prefetch_size=prefetch_size or 0, prefetch_count=prefetch_count or 0, global_=global_
         )
         return await self._call(method, (spec.Basic.QosOk,), timeout)  # type: ignore[no-any-return]
 
@@ -570,6 +668,9 @@ class Channel:
 
         The callback may be a plain function or a coroutine function.
         """
+        if consumer_tag and consumer_tag in self._consumers:
+            # caught here, as aiormq does: the broker would close the channel
+            raise DuplicateConsumerTag(530, f"consumer tag {consumer_tag!r} is in use")
         tag = consumer_tag or f"amqpfast.{self.number}.{next(_tag_counter)}"
         method = spec.Basic.Consume(
             queue=queue,
@@ -588,15 +689,8 @@ class Channel:
             if not no_ack:
                 self._acking_consumers.add(registered)
 
-        def late(ok: spec.Basic.ConsumeOk) -> None:
-            # the caller gave up: a consumer nobody expects must not take messages
-            if not self._closed:
-                self._send_async(spec.Basic.Cancel(consumer_tag=ok.consumer_tag, nowait=True))
-                if not no_ack:
-                    self._requeue_for.add(ok.consumer_tag or tag)
-
         return await self._call(  # type: ignore[no-any-return]
-            method, (spec.Basic.ConsumeOk,), timeout, on_reply=register, on_late=late
+            method, (spec.Basic.ConsumeOk,), timeout, on_reply=register
         )
 
     async def basic_cancel(
@@ -624,36 +718,32 @@ class Channel:
             if deliveries_may_follow and not self._closed:
                 self._requeue_for.add(consumer_tag)
 
-    def _on_broker_cancel(self, consumer_tag: str) -> None:
+    def _on_broker_cancel(self, cancel: spec.Basic.Cancel) -> None:
+        consumer_tag = cancel.consumer_tag or ""
         log.info("channel %d: the broker cancelled consumer %r", self.number, consumer_tag)
         self._forget_consumer(consumer_tag, deliveries_may_follow=False)
         for callback in list(self.on_cancel_callbacks):
             self._runner.call(callback, consumer_tag)
+        for frame_callback in list(self.on_consumer_cancel_callbacks):
+            self._runner.call(frame_callback, cancel)
 
     async def basic_get(
         self, queue: str = "", no_ack: bool = False, timeout: float | None = None
     ) -> DeliveredMessage:
         """Fetch one message; an empty queue gives a message whose delivery is Basic.GetEmpty."""
         method = spec.Basic.Get(queue=queue, no_ack=no_ack)
-
-        def late(reply: Any) -> None:
-            # the caller gave up (timeout, cancel): give the message back
-            if not isinstance(reply, DeliveredMessage):
-                return
-            if no_ack:
-                log.warning("message fetched with no_ack after its basic_get gave up: lost")
-            elif not self._closed:
-                self.basic_nack(reply.delivery_tag, requeue=True)  # type: ignore[arg-type]
-
-        result = await self._call(
-            method, (DeliveredMessage, spec.Basic.GetEmpty), timeout, on_late=late
-        )
+        result = await self._call(method, (DeliveredMessage, spec.Basic.GetEmpty), timeout)
         if isinstance(result, spec.Basic.GetEmpty):
             return DeliveredMessage(result, BasicProperties(), b"", self)
         return result  # type: ignore[no-any-return]
 
-    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> Awaitable[None]:
-        """Acknowledge a delivery (sent with the next write; awaiting is optional)."""
+    def basic_ack(
+        self, delivery_tag: int, multiple: bool = False, wait: bool = True
+    ) -> Awaitable[None]:
+        """Acknowledge a delivery (sent with the next write; awaiting is optional).
+
+        ``wait`` is aiormq's; the ack is queued for the socket either way.
+        """
         if self._closed:
             self._check_open()
         self._writer.ack(self.number, delivery_tag, multiple)
@@ -661,7 +751,7 @@ class Channel:
         return DONE
 
     def basic_nack(
-        self, delivery_tag: int, multiple: bool = False, requeue: bool = True
+        self, delivery_tag: int, multiple: bool = False, requeue: bool = True, wait: bool = True
     ) -> Awaitable[None]:
         """Reject one or more deliveries, requeued by default."""
         if self._closed:
@@ -670,7 +760,9 @@ class Channel:
         self.connection._schedule_flush()
         return DONE
 
-    def basic_reject(self, delivery_tag: int, requeue: bool = True) -> Awaitable[None]:
+    def basic_reject(
+        self, delivery_tag: int, requeue: bool = True, wait: bool = True
+    ) -> Awaitable[None]:
         """Reject one delivery, requeued by default."""
         if self._closed:
             self._check_open()
@@ -679,9 +771,12 @@ class Channel:
         return DONE
 
     async def basic_recover(
-        self, requeue: bool = False, timeout: float | None = None
-    ) -> spec.Basic.RecoverOk:
-        """Redeliver the unacknowledged messages."""
+        self, requeue: bool = False, timeout: float | None = None, *, nowait: bool = False
+    ) -> spec.Basic.RecoverOk | None:
+        """Redeliver the unacknowledged messages (``nowait``: Basic.RecoverAsync)."""
+        if nowait:
+            self._send_async(spec.Basic.RecoverAsync(requeue=requeue))
+            return None
         return await self._call(  # type: ignore[no-any-return]
             spec.Basic.Recover(requeue=requeue), (spec.Basic.RecoverOk,), timeout
         )
@@ -697,13 +792,15 @@ class Channel:
         mandatory: bool = False,
         immediate: bool = False,
         timeout: float | None = None,
+        wait: bool = True,
     ) -> Any:
         """Publish a message.
 
         In confirm mode this waits for the broker's Basic.Ack and returns it
-        (or, for a mandatory message that came back, the returned
-        :class:`DeliveredMessage`); without confirms it returns None once the
-        message is queued for the socket.
+        (pamqp's ``Basic.Ack``; or, for a mandatory message that came back,
+        the returned :class:`DeliveredMessage`); without confirms it returns
+        None once the message is queued for the socket. ``wait`` is aiormq's
+        and changes nothing here: confirms are awaited either way.
 
         :raises DeliveryError: the broker answered Basic.Nack.
         :raises PublishError: a mandatory message came back and the channel
@@ -720,9 +817,35 @@ class Channel:
         )
         if future is None:
             return None
-        if timeout is None:
-            return await future
-        return await asyncio.wait_for(future, timeout)
+        try:
+            if timeout is None:
+                return await future
+            # not wait_for: a cancel that comes with the confirm's error must stay visible
+            async with asyncio.timeout(timeout):
+                return await future
+        except asyncio.CancelledError as cancelled:
+            raise self._close_reason(cancelled) from cancelled
+
+    def _close_reason(self, cancelled: asyncio.CancelledError) -> BaseException:
+        """What a handler cancelled by the close of its channel should see: the close's error.
+
+        The close cancels the handlers with its error as the message; only
+        that cancel is taken back, one from elsewhere stays a CancelledError.
+        """
+        closing = self._closing
+        reason = cancelled.args[0] if cancelled.args else None
+        task = asyncio.current_task()
+        if (
+            isinstance(reason, Exception)
+            and closing.done()
+            and not closing.cancelled()
+            and closing.exception() is reason
+            and task is not None
+            and task.cancelling() == 1
+        ):
+            task.uncancel()
+            return reason
+        return cancelled
 
     def _start_publish(
         self,
@@ -791,7 +914,11 @@ class Channel:
                 self._return_keys.pop(key, None)
         return self._confirms.pop(tag, None)
 
-    def _on_ack(self, ack: BasicAck) -> None:
+    def _on_ack(self, frame: BasicAck) -> None:
+        # the publishes get pamqp's Basic.Ack (aiormq code checks for it): one per frame
+        ack = _new_ack(_PamqpAck)
+        ack.delivery_tag = frame.delivery_tag
+        ack.multiple = frame.multiple
         if not ack.multiple:
             future = self._confirmed(ack.delivery_tag)
             if future is not None and not future.done():
@@ -808,7 +935,8 @@ class Channel:
         if last >= self._confirm_floor:
             self._confirm_floor = last + 1
 
-    def _on_nack(self, nack: BasicNack) -> None:
+    def _on_nack(self, frame: BasicNack) -> None:
+        nack = _as_pamqp(frame, _PamqpNack)
         tags = (
             range(self._confirm_floor, nack.delivery_tag + 1)
             if nack.multiple
@@ -856,6 +984,12 @@ class Channel:
         result = await self._call(spec.Confirm.Select(), (spec.Confirm.SelectOk,), timeout)
         self.confirm_mode = True
         return result  # type: ignore[no-any-return]
+
+    async def confirm_delivery(
+        self, nowait: bool = False, timeout: float | None = None
+    ) -> spec.Confirm.SelectOk | None:
+        """aiormq's name for :meth:`confirm_select`."""
+        return await self.confirm_select(nowait, timeout)
 
     async def tx_select(self, timeout: float | None = None) -> spec.Tx.SelectOk:
         """Put the channel in transaction mode."""

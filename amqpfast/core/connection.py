@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import platform
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, cast
 
 from pamqp import commands as spec
+from yarl import URL
 
 from .. import codec
 from .._version import __version__
@@ -26,13 +28,13 @@ from ..exceptions import (
     ProtocolError,
     connection_error,
 )
-from ..url import ConnectionParameters, parse_url
+from ..url import ConnectionParameters, mask_password, parse_url
 from .channel import Channel
 from .protocol import AMQPProtocol
 
 log = logging.getLogger("amqpfast.core")
 
-__all__ = ["Connection", "ConnectionTimeout", "connect"]
+__all__ = ["Connection", "ConnectionContext", "ConnectionTimeout", "connect"]
 
 # What we ask for when the URL says nothing.
 DEFAULT_CHANNEL_MAX = 2047
@@ -85,13 +87,27 @@ def _negotiate(client: int | None, server: int, default: int) -> int:
     return min(wanted, server)
 
 
+def _capability(name: str, doc: str) -> property:
+    """A property that says whether the broker announced capability ``name``."""
+
+    def announced(connection: Connection) -> bool:
+        return bool(connection.server_capabilities.get(name))
+
+    return property(announced, doc=doc)
+
+
 class Connection:
     """A connection to RabbitMQ speaking AMQP 0-9-1, with channels by number.
+
+    It takes aiormq's arguments and offers aiormq's methods and attributes,
+    so code written for ``aiormq.Connection`` runs on it (see
+    :mod:`amqpfast.aiormq`).
 
     :param url: ``amqp://`` or ``amqps://`` URL (see :mod:`amqpfast.url`).
     :param client_properties: extra client properties sent to the broker.
     :param ssl_context: a TLS context of your own (TLS is then used whatever
-        the URL's scheme).
+        the URL's scheme); ``context`` is aiormq's name for it.
+    :param loop: the event loop (default: the running one).
     :param parameters: keyword overrides of the URL (``host``, ``port``,
         ``login``, ``password``, ``virtualhost``, ``heartbeat`` ...).
     """
@@ -102,11 +118,13 @@ class Connection:
         *,
         client_properties: dict[str, Any] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        context: ssl.SSLContext | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
         **parameters: Any,
     ) -> None:
         self.parameters: ConnectionParameters = parse_url(url, **parameters)
-        self._ssl_context = ssl_context
-        self.loop = asyncio.get_running_loop()
+        self._ssl_context = ssl_context or context
+        self.loop = loop or asyncio.get_running_loop()
         self._client_properties = client_properties
         self._protocol: AMQPProtocol | None = None
         self._writer = FrameWriter()
@@ -132,10 +150,40 @@ class Connection:
         self.channel_max = DEFAULT_CHANNEL_MAX
         self.blocked_callbacks: list[Callable[[Connection, str], Any]] = []
         self.unblocked_callbacks: list[Callable[[Connection], Any]] = []
+        # aiormq's: set once the handshake is done
+        self.connected = asyncio.Event()
+        self.connection_tune = spec.Connection.Tune(
+            channel_max=self.channel_max, frame_max=self.frame_max, heartbeat=0
+        )
+        self._close_reason = (200, "Normal shutdown", 0, 0)
 
     def __repr__(self) -> str:
         state = "closed" if self.is_closed else "open" if self.is_opened else "new"
         return f"<Connection {self.parameters} {state}>"
+
+    def __str__(self) -> str:
+        return mask_password(self.url)
+
+    @property
+    def url(self) -> URL:
+        """The URL of the broker (password included: print ``str(connection)``)."""
+        return self.parameters.url
+
+    @property
+    def timeout(self) -> float:
+        """Seconds the connect may take (the URL's ``timeout``, else 30)."""
+        timeout = self.parameters.connection_timeout
+        return DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
+
+    @property
+    def vhost(self) -> str:
+        """The virtual host."""
+        return self.parameters.virtualhost
+
+    @property
+    def channels(self) -> dict[int, Channel]:
+        """The open channels by number."""
+        return self._channels
 
     # ------------------------------------------------------------ state
 
@@ -164,6 +212,39 @@ class Connection:
         capabilities = self.server_properties.get("capabilities", {})
         return capabilities if isinstance(capabilities, dict) else {}
 
+    basic_nack = _capability("basic.nack", "The broker supports Basic.Nack.")
+    consumer_cancel_notify = _capability(
+        "consumer_cancel_notify", "The broker tells consumers it cancelled them."
+    )
+    exchange_exchange_bindings = _capability(
+        "exchange_exchange_bindings", "The broker binds exchanges to exchanges."
+    )
+    accept_consumer_cancel_ok = _capability(
+        "accept_consumer_cancel_ok",
+        "The broker takes a CancelOk in answer to its own Basic.Cancel.",
+    )
+
+    @property
+    def publisher_confirms(self) -> bool | None:
+        """The broker supports publisher confirms (None: it did not say)."""
+        supported = self.server_capabilities.get("publisher_confirms")
+        return None if supported is None else bool(supported)
+
+    async def ready(self) -> None:
+        """Wait until the connection is open and not blocked by the broker."""
+        await self.connected.wait()
+        await self.wait_unblocked()
+
+    def set_close_reason(
+        self,
+        reply_code: int = 200,
+        reply_text: str = "normally closed",
+        class_id: int = 0,
+        method_id: int = 0,
+    ) -> None:
+        """What the Connection.Close that :meth:`close` sends tells the broker."""
+        self._close_reason = (reply_code, reply_text, class_id, method_id)
+
     @property
     def is_blocked(self) -> bool:
         """The broker blocked publishing (Connection.Blocked, e.g. a memory alarm)."""
@@ -181,15 +262,29 @@ class Connection:
 
     # ------------------------------------------------------------ opening
 
-    async def connect(self, timeout: float | None = None) -> Connection:
+    async def connect(
+        self,
+        client_properties: dict[str, Any] | float | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Connection:
         """Open the TCP (or TLS) connection and do the AMQP handshake.
 
+        :param client_properties: client properties for this handshake
+            (instead of those given to the constructor), as in aiormq; a
+            number here is taken for ``timeout`` (the order before aiormq's).
         :param timeout: seconds for the whole of it (default: the URL's
             ``connection_timeout``, else 30).
         :raises ConnectionTimeout: not open in time.
         :raises AuthenticationError: the broker refused the credentials.
         :raises AMQPConnectionError: the broker cannot be reached or refused us.
         """
+        if self.is_opened:
+            raise RuntimeError("the connection is open already")
+        if isinstance(client_properties, (int, float)):  # connect(timeout), the old order
+            client_properties, timeout = None, client_properties
+        if client_properties is not None:
+            self._client_properties = client_properties
         if timeout is None:
             timeout = self.parameters.connection_timeout
             if timeout is None:
@@ -273,6 +368,10 @@ class Connection:
         await self._expect(spec.Connection.OpenOk)
         self._handshaking = False
         self._opened = True
+        self.connection_tune = spec.Connection.Tune(
+            channel_max=self.channel_max, frame_max=self.frame_max, heartbeat=self.heartbeat
+        )
+        self.connected.set()
         if self.heartbeat > 0:
             self._heartbeat_timer = self.loop.call_later(self.heartbeat / 2, self._heartbeat_tick)
         log.debug("connected to %s (heartbeat %s s)", parameters, self.heartbeat)
@@ -306,19 +405,26 @@ class Connection:
         self,
         channel_number: int | None = None,
         publisher_confirms: bool = True,
-        on_return_raises: bool = False,
+        frame_buffer_size: int | None = None,
         timeout: float | None = None,
+        *,
+        on_return_raises: bool = True,
     ) -> Channel:
-        """Open a channel.
+        """Open a channel (the arguments are aiormq's, in its order).
 
         :param channel_number: a number of your choice (default: the lowest free one).
         :param publisher_confirms: put the channel in confirm mode: each
             publish waits for the broker's Basic.Ack.
-        :param on_return_raises: a returned mandatory message fails its publish
-            with :class:`~amqpfast.exceptions.PublishError`.
+        :param frame_buffer_size: aiormq's; unused (frames are not queued per
+            channel here).
         :param timeout: seconds to wait for the broker.
+        :param on_return_raises: a returned mandatory message fails its publish
+            with :class:`~amqpfast.exceptions.PublishError` (as in aiormq);
+            False makes the returned message the publish's result.
         """
         self._check_open()
+        if publisher_confirms and self._opened and not self.publisher_confirms:
+            raise ValueError("the broker does not support publisher confirms")
         number = self._allocate(channel_number)
         channel = Channel(self, number, publisher_confirms, on_return_raises)
         self._channels[number] = channel
@@ -553,7 +659,9 @@ class Connection:
     def _abort(self, error: BaseException) -> None:
         self._close_with(error, abort=True)
 
-    async def close(self, exc: BaseException | None = None, timeout: float | None = 5.0) -> None:
+    async def close(
+        self, exc: BaseException | type[BaseException] | None = None, timeout: float | None = 5.0
+    ) -> None:
         """Close the connection: Connection.Close, wait for CloseOk, drop the socket.
 
         :param exc: the exception to mark the connection closed with (None: a
@@ -566,12 +674,15 @@ class Connection:
             return
         self._closing_started = True
         self._close_ok = self.loop.create_future()
+        if isinstance(exc, type):
+            exc = exc()
         try:
             if self._opened:
+                code, text, class_id, method_id = self._close_reason
                 self._writer.method(
                     0,
                     spec.Connection.Close(
-                        reply_code=200, reply_text="Normal shutdown", class_id=0, method_id=0
+                        reply_code=code, reply_text=text, class_id=class_id, method_id=method_id
                     ),
                 )
                 self._flush()
@@ -582,12 +693,13 @@ class Connection:
 
     async def update_secret(
         self, new_secret: str, reason: str = "", timeout: float | None = None
-    ) -> None:
+    ) -> spec.Connection.UpdateSecretOk:
         """Give the broker a new secret (an OAuth 2 token) for this connection.
 
         :param new_secret: the new password or token; later reconnects use it too.
         :param reason: why, for the broker's log.
         :param timeout: seconds to wait for UpdateSecretOk.
+        :returns: the broker's UpdateSecretOk.
         """
         async with self._secret_lock:  # one at a time: they share the channel-0 waiter
             self._check_open()
@@ -596,7 +708,7 @@ class Connection:
             waiter = self._waiter = self.loop.create_future()
             self._send_method(0, spec.Connection.UpdateSecret(new_secret=new_secret, reason=reason))
             try:
-                await asyncio.wait_for(waiter, timeout)
+                return await asyncio.wait_for(waiter, timeout)
             finally:
                 if self._waiter is waiter:
                     self._waiter = None
@@ -606,12 +718,85 @@ class Connection:
             await self.connect()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        # as aiormq: an error that ends the block is the connection's close reason
+        await self.close(exc if isinstance(exc, Exception) else None)
 
 
-async def connect(url: Any = None, *, timeout: float | None = None, **kwargs: Any) -> Connection:
-    """Open a low-level connection (see :class:`Connection` for the arguments)."""
-    connection = Connection(url, **kwargs)
-    await connection.connect(timeout)
-    return connection
+class ConnectionContext(Coroutine[Any, Any, Connection]):
+    """What :func:`connect` returns: await it, or use it with ``async with``.
+
+    ``await connect(url)`` opens the connection and gives it;
+    ``async with connect(url) as connection:`` opens it and closes it at the
+    end of the block. It is a coroutine too (``asyncio.create_task`` and
+    ``asyncio.run`` take it). The :class:`Connection` is made on first use:
+    it needs the running loop.
+    """
+
+    __slots__ = ("_args", "_connection", "_coroutine", "_kwargs", "_timeout")
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None):
+        self._args = args
+        self._kwargs = kwargs
+        self._timeout = timeout
+        self._connection: Connection | None = None
+        self._coroutine: Coroutine[Any, Any, Connection] | None = None
+
+    @property
+    def connection(self) -> Connection:
+        """The connection (made, not opened, on first access)."""
+        if self._connection is None:
+            self._connection = Connection(*self._args, **self._kwargs)
+        return self._connection
+
+    async def _open(self) -> Connection:
+        return await self.connection.connect(timeout=self._timeout)
+
+    def _running(self) -> Coroutine[Any, Any, Connection]:
+        if self._coroutine is None:
+            self._coroutine = self._open()
+        return self._coroutine
+
+    def __await__(self) -> Generator[Any, None, Connection]:
+        return self._running().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._running().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._running().throw(*args)
+
+    def close(self) -> None:
+        if self._coroutine is not None:
+            self._coroutine.close()
+
+    async def __aenter__(self) -> Connection:
+        await self._running()
+        return self.connection
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        await self.connection.__aexit__(exc_type, exc, tb)
+
+
+def connect(
+    url: Any = None, *args: Any, timeout: float | None = None, **kwargs: Any
+) -> ConnectionContext:
+    """Open a low-level connection (see :class:`Connection` for the arguments).
+
+    :param timeout: seconds for the TCP connect and the handshake.
+    :returns: a :class:`ConnectionContext`: ``await`` it for the open
+        connection, or use it in ``async with``.
+    """
+    return ConnectionContext((url, *args), kwargs, timeout)
+
+
+# connect() was a coroutine function in aiormq before 7.1 and still says it
+# is one (asyncio.iscoroutinefunction): code that checks finds what it expects.
+if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
+    connect = inspect.markcoroutinefunction(connect)
+else:
+    setattr(connect, "_is_coroutine", getattr(asyncio.coroutines, "_is_coroutine"))  # noqa: B009, B010

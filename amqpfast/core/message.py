@@ -4,27 +4,75 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pamqp.header import ContentHeader
+
+from ..codec import BasicProperties
+
 if TYPE_CHECKING:
-    from ..codec import BasicProperties
     from .channel import Channel
+
+_CodecProperties = BasicProperties
 
 
 class DeliveredMessage:
-    """A message from the broker: its method, properties, body and channel.
+    """A message from the broker: its method, content header, body and channel.
+
+    Shaped as aiormq's: ``DeliveredMessage(delivery=..., header=..., body=...,
+    channel=...)`` with ``header`` a pamqp ``ContentHeader`` whose
+    ``properties`` are the message's. The codec passes the decoded properties
+    in the header's place instead; the ``ContentHeader`` is then made only
+    when someone asks for ``header``. ``properties`` is the same object as
+    ``header.properties`` either way.
 
     ``delivery`` is the Basic.Deliver, Basic.GetOk or Basic.Return (or
     Basic.GetEmpty, with an empty body) that brought it.
+
+    :param delivery: the method frame.
+    :param header: a ``ContentHeader`` (or just the properties).
+    :param body: the message body.
+    :param channel: the channel it came on (None for a message built by hand).
     """
 
-    __slots__ = ("body", "channel", "delivery", "properties")
+    __slots__ = ("_header", "body", "channel", "delivery", "properties")
+
+    delivery: Any
+    properties: Any
+    body: bytes
+    channel: Channel  # None only in a message built by hand
+    _header: ContentHeader
 
     def __init__(
-        self, delivery: Any, properties: BasicProperties, body: bytes, channel: Channel
+        self,
+        delivery: Any,
+        header: Any = None,
+        body: bytes = b"",
+        channel: Channel | None = None,
     ) -> None:
         self.delivery = delivery
-        self.properties = properties
         self.body = body
-        self.channel = channel
+        self.channel = channel  # type: ignore[assignment]
+        if type(header) is _CodecProperties:  # what the codec hands in, per delivery
+            self.properties = header
+        else:
+            self._take_header(header)
+
+    def _take_header(self, header: Any) -> None:
+        if header is None:
+            self.properties = BasicProperties()
+        elif hasattr(header, "properties"):  # a ContentHeader, as aiormq builds them
+            self._header = header
+            self.properties = header.properties
+        else:  # properties of some other kind (pamqp's) in the header's place
+            self.properties = header
+
+    @property
+    def header(self) -> ContentHeader:
+        """The content header: body size and ``properties`` (made when first asked for)."""
+        try:
+            return self._header
+        except AttributeError:
+            header = self._header = ContentHeader(0, len(self.body), self.properties)
+            return header
 
     @property
     def delivery_tag(self) -> int | None:
@@ -55,6 +103,18 @@ class DeliveredMessage:
     def message_count(self) -> int | None:
         """Messages left in the queue (Basic.GetOk only)."""
         return getattr(self.delivery, "message_count", None)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DeliveredMessage):
+            return NotImplemented
+        return (
+            self.delivery == other.delivery
+            and self.properties == other.properties
+            and self.body == other.body
+            and self.channel is other.channel
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return (

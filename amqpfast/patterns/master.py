@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..abc import ConsumerTag, DeliveryMode
 from ..message import IncomingMessage, Message
-from .base import Base, CallbackType, Proxy, _ensure_awaitable
+from ..tools import ensure_awaitable
+from .base import Base, CallbackType, Proxy
 
 if TYPE_CHECKING:
     from ..channel import Channel
@@ -148,7 +149,8 @@ class Master(Base):
         :param channel: the channel it was published on.
         :param message: the returned message.
         """
-        log.warning("task returned, probably no queue %r: %r", message.routing_key, message)
+        # aio-pika's wording, which log scrapers may look for
+        log.warning("Message returned. Probably destination queue does not exists: %r", message)
 
     @classmethod
     async def execute(cls, func: CallbackType[Any], kwargs: Any) -> Any:
@@ -203,7 +205,7 @@ class Master(Base):
         :returns: the :class:`Worker`; ``await worker.close()`` stops it.
         """
         queue = await self.create_queue(queue_name, **kwargs)
-        consumer_tag = await queue.consume(partial(self.on_message, _ensure_awaitable(func)))
+        consumer_tag = await queue.consume(partial(self.on_message, ensure_awaitable(func)))
         return Worker(queue, consumer_tag, self.loop)
 
     async def create_task(

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Self
 from ..abc import ConsumerTag, DeliveryMode, ExchangeType
 from ..exceptions import ChannelClosed, MessageProcessError
 from ..message import IncomingMessage, Message
-from .base import Base, CallbackType, Proxy, _ensure_awaitable
+from ..tools import ensure_awaitable
+from .base import Base, CallbackType, Proxy
 
 if TYPE_CHECKING:
     from ..channel import Channel
@@ -177,7 +178,8 @@ class RPC(Base):
     async def close(self) -> None:
         """Stop: unregister every function, fail the pending calls, delete the result queue.
 
-        Pending calls raise CancelledError. Closing twice only logs a warning.
+        Pending calls raise CancelledError, those made while it closes
+        too. Closing twice only logs a warning.
         """
         if not hasattr(self, "result_queue"):
             log.warning("RPC already closed")
@@ -185,8 +187,7 @@ class RPC(Base):
         result_queue = self.result_queue
         self.channel.close_callbacks.discard(self.on_close)
         self.channel.return_callbacks.discard(self.on_message_returned)
-        for future in list(self.futures.values()):
-            future.cancel()
+        self._cancel_calls()
         try:
             if not self.channel.is_closed:
                 for func in list(self.consumer_tags):
@@ -196,6 +197,8 @@ class RPC(Base):
                 # left in it must not make the delete fail
                 await result_queue.delete(if_unused=False, if_empty=False)
         finally:
+            # again: calls made while the broker answered are pending too
+            self._cancel_calls()
             self.routes.clear()
             self.queues.clear()
             self.consumer_tags.clear()
@@ -205,6 +208,10 @@ class RPC(Base):
             del self.dlx_exchange
             if self.rpc_exchange:
                 del self.rpc_exchange
+
+    def _cancel_calls(self) -> None:
+        for future in list(self.futures.values()):
+            future.cancel()  # its done callback forgets it
 
     def on_close(self, channel: Channel | None, exc: BaseException | None = None) -> None:
         """Fail the pending calls: the channel closed.
@@ -293,7 +300,7 @@ class RPC(Base):
         :param message: the returned call.
         """
         if message.correlation_id is None:
-            log.warning("message without correlation_id was returned: %r", message)
+            log.warning("Message without correlation_id was returned: %r", message)
             return
         future = self.futures.pop(message.correlation_id, None)
         if future is None or future.done():
@@ -307,7 +314,7 @@ class RPC(Base):
         :param message: a message from the result queue.
         """
         if message.correlation_id is None:
-            log.warning("message without correlation_id was received: %r", message)
+            log.warning("Message without correlation_id was received: %r", message)
             return
         future = self.futures.pop(message.correlation_id, None)
         if future is None:
@@ -450,6 +457,7 @@ class RPC(Base):
             is always the RPC's.
         :raises RuntimeError: ``func`` is registered already, or the method name is taken.
         """
+        awaitable = ensure_awaitable(func)  # a plain function: DeprecationWarning
         routing_key = self._format_routing_key(method_name)
         if func in self.consumer_tags:
             raise RuntimeError("Function already registered")
@@ -466,7 +474,7 @@ class RPC(Base):
         # checked again: another register() may have won while we declared
         if func in self.consumer_tags or routing_key in self.routes:
             raise RuntimeError(f"{method_name!r} was registered meanwhile")
-        self.routes[routing_key] = _ensure_awaitable(func)
+        self.routes[routing_key] = awaitable
         self.queues[func] = queue
         self._funcs[func] = routing_key
         try:

@@ -143,6 +143,20 @@ def tls_files(run_dir: Path, upstream: Upstream) -> TLSFiles:
     return files
 
 
+class NodeAdmin:
+    """Virtual hosts on the private node (RabbitmqctlAdmin's two calls)."""
+
+    def __init__(self, node: RabbitNode) -> None:
+        self.node = node
+
+    def add_vhost(self, vhost: str, user: str) -> None:
+        self.node.rabbitmqctl("add_vhost", vhost)
+        self.node.rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+
+    def delete_vhost(self, vhost: str) -> None:
+        self.node.rabbitmqctl("delete_vhost", vhost)
+
+
 # ---------------------------------------------------------------- running
 
 
@@ -227,7 +241,7 @@ class Suite:
         self.broken: list[str] = []  # files that do not import
         self.flaky: list[str] = []  # failed, then passed when run again
 
-    def run_file(self, path: str, tests: list[str], whole: bool = True) -> None:
+    def run_file(self, path: str, tests: list[str], url: str, whole: bool = True) -> None:
         """Run one file's tests (all of it if `whole`, else just `tests`), again and
         again from where a killed process stopped."""
         timeout = test_timeout(self.run_dir / path)
@@ -241,7 +255,8 @@ class Suite:
             args += [f"--timeout={timeout}", "--timeout-method=thread", *self.extra]
             args += [path] if whole and attempt == 1 else remaining
             with open(out.with_suffix(".log"), "w") as output:
-                returncode = _run_bounded(args, self.run_dir, self.env, out, output, timeout)
+                env = {**self.env, "AMQPFAST_SUITE_URL": url}
+                returncode = _run_bounded(args, self.run_dir, env, out, output, timeout)
             seen = self.results.read(out)
             if not tests:
                 self.broken.append(path)
@@ -336,9 +351,15 @@ def summarize(
         for nodeid, outcome in not_passed:
             print(f"  {outcome:12} {nodeid}")
             if explain and nodeid in suite.results.why:
-                why = suite.results.why[nodeid].splitlines()[-explain:]
-                print("".join(f"      | {line}\n" for line in why))
+                print(explanation(suite.results.why[nodeid], explain))
     return [nodeid for nodeid, _ in not_passed]
+
+
+def explanation(traceback: str, lines: int) -> str:
+    """Where in the test file the failure went through, and its last lines."""
+    text = traceback.splitlines()
+    places = [line for line in text[:-lines] if re.match(r"^tests/\S+:\d+: ", line)]
+    return "".join(f"      | {line}\n" for line in [*places, *text[-lines:]])
 
 
 def judge(not_passed: list[str], ran: set[str]) -> int:
@@ -399,18 +420,25 @@ def main() -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
     upstream = UPSTREAMS[options.suite]
     prepare_tests(run_dir, upstream)
-    admin = RabbitmqctlAdmin()
-    vhost = f"amqpfast-aio-pika-suite-{uuid.uuid4().hex[:8]}"
-    admin.add_vhost(vhost, "guest")
     node = RabbitNode(tls=tls_files(run_dir, upstream))
+    log(f"booting a private node for the kill/restart and TLS tests: {node.node}")
+    node.start()
+    # One vhost per worker: files that run at the same time must not share
+    # names (upstream runs its files one after another).
+    admin: NodeAdmin | RabbitmqctlAdmin
+    if upstream.private_broker:
+        admin, base_url = NodeAdmin(node), node.url
+    else:
+        admin, base_url = RabbitmqctlAdmin(), BROKER_URL
+    vhosts = [f"suite-{uuid.uuid4().hex[:8]}-{worker}" for worker in range(options.jobs)]
     try:
-        log(f"booting a private node for the kill/restart and TLS tests: {node.node}")
-        node.start()
-        shared_url = f"{BROKER_URL.rstrip('/')}/{vhost}"
+        for vhost in vhosts:
+            admin.add_vhost(vhost, "guest")
+        urls = [f"{base_url.rstrip('/')}/{vhost}" for vhost in vhosts]
         env = dict(os.environ)
         env.update(
             AMQPFAST_SUITE_TARGET=options.target,
-            AMQPFAST_SUITE_URL=node.url + "/" if upstream.private_broker else shared_url,
+            AMQPFAST_SUITE_URL=urls[0],
             AMQPFAST_SUITE_NODE=str(node.base_dir),
             PYTHONDONTWRITEBYTECODE="1",
             PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
@@ -428,9 +456,9 @@ def main() -> int:
             files = {path: tests for path, tests in files.items() if tests}
         log(f"running {sum(map(len, files.values()))} tests in {len(files)} files")
         suite = Suite(upstream, run_dir, env, extra)
-        run_files(suite, files, options.jobs)
+        run_files(suite, files, urls)
         if options.retry:
-            retry_flaky(suite, files, options.target, options.jobs)
+            retry_flaky(suite, files, options.target, urls)
         took = time.monotonic() - started
         not_passed = summarize(suite, files, took, options.target, options.explain)
         if options.write_failures:
@@ -440,21 +468,25 @@ def main() -> int:
         ran = {nodeid for tests in files.values() for nodeid in tests} | set(files)
         return judge(not_passed, ran)
     finally:
+        for vhost in vhosts:
+            with contextlib.suppress(Exception):
+                admin.delete_vhost(vhost)
         node.close()
-        admin.delete_vhost(vhost)
         if options.keep:
             log(f"run directory kept: {run_dir}")
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def run_files(suite: Suite, files: dict[str, list[str]], jobs: int, whole: bool = True) -> None:
-    """Run the files, `jobs` at a time, the largest first."""
+def run_files(
+    suite: Suite, files: dict[str, list[str]], urls: list[str], whole: bool = True
+) -> None:
+    """Run the files, the largest first, in one worker per broker URL."""
     # Files that use the private node run one at a time: they restart it.
     node_lock = threading.Lock()
     queue = sorted(files, key=lambda p: -len(files[p]))
 
-    def worker() -> None:
+    def worker(url: str) -> None:
         while queue:
             try:
                 path = queue.pop(0)
@@ -463,17 +495,17 @@ def run_files(suite: Suite, files: dict[str, list[str]], jobs: int, whole: bool 
             uses_node = "docker" in (suite.run_dir / path).read_text()
             with node_lock if uses_node else contextlib.nullcontext():
                 start = time.monotonic()
-                suite.run_file(path, files[path], whole)
+                suite.run_file(path, files[path], url, whole)
                 log(f"{path} done in {time.monotonic() - start:.0f} s")
 
-    workers = [threading.Thread(target=worker) for _ in range(jobs)]
+    workers = [threading.Thread(target=worker, args=(url,)) for url in urls]
     for thread in workers:
         thread.start()
     for thread in workers:
         thread.join()
 
 
-def retry_flaky(suite: Suite, files: dict[str, list[str]], target: str, jobs: int) -> None:
+def retry_flaky(suite: Suite, files: dict[str, list[str]], target: str, urls: list[str]) -> None:
     """Run once more, each in a fresh process, the tests that failed and are on no
     list; one that passes then counts as passed, and is named as flaky."""
     listed = read_listed("expected.txt") | read_listed("known_failures.txt")
@@ -493,7 +525,7 @@ def retry_flaky(suite: Suite, files: dict[str, list[str]], target: str, jobs: in
         return
     log(f"running the {sum(map(len, failed.values()))} failed tests once more")
     again = Suite(suite.upstream, suite.run_dir, suite.env, [], name="retry")
-    run_files(again, failed, jobs, whole=False)
+    run_files(again, failed, urls, whole=False)
     for tests in failed.values():
         for nodeid in tests:
             if again.results.outcome.get(nodeid) == "passed":

@@ -30,7 +30,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return  # setup and teardown that went well say nothing new
     line = {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome}
     if report.failed:  # the end of the traceback, for the runner's --explain
-        line["why"] = report.longreprtext[-4000:]
+        line["why"] = report.longreprtext[-30000:]
     with open(path, "a") as results:
         results.write(json.dumps(line) + "\n")
 
