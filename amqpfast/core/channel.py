@@ -221,7 +221,11 @@ class Channel:
             except (TimeoutError, asyncio.CancelledError):
                 # an opening given up is the connection's to close; a Close, close()'s
                 if not (opening or closing):
-                    self._abandon(f"closed: {type(method).__name__} timed out or was cancelled")
+                    reason = f"closed: {type(method).__name__} timed out or was cancelled"
+                    # later calls learn why the channel is gone
+                    self._abandon(
+                        reason, ChannelInvalidStateError(f"channel {self.number} {reason}")
+                    )
                 raise
 
     def _send_async(self, method: Any) -> None:
@@ -368,7 +372,9 @@ class Channel:
         finally:
             self._on_closed(ChannelClosed(200, "Normal shutdown") if exc is None else exc)
 
-    def _abandon(self, reason: str = "opening abandoned") -> None:
+    def _abandon(
+        self, reason: str = "opening abandoned", error: BaseException | None = None
+    ) -> None:
         """Close a channel whose opening, or a call on it, was given up (a
         timeout, a cancel).
 
@@ -382,10 +388,7 @@ class Channel:
                 self.number, spec.Channel.Close(reply_code=200, reply_text=reason[:255])
             )
             self._awaiting_close_ok = True
-        if reason == "opening abandoned":
-            self._on_closed(ChannelClosed(200, reason))
-        else:  # later calls learn why the channel is gone
-            self._on_closed(ChannelInvalidStateError(f"channel {self.number} {reason}"))
+        self._on_closed(error or ChannelClosed(200, reason))
 
     async def __aenter__(self) -> Channel:
         return self

@@ -168,11 +168,10 @@ class Results:
         self.why: dict[str, str] = {}  # the traceback's end, for failures
         self.lock = threading.Lock()
 
-    def read(self, path: Path) -> list[str]:
-        """Record what path says; return the test ids it mentions, in order."""
-        seen: list[str] = []
+    def read(self, path: Path) -> None:
+        """Record the outcomes path holds."""
         if not path.exists():
-            return seen
+            return
         with self.lock:
             for line in path.read_text().splitlines():
                 try:
@@ -180,12 +179,9 @@ class Results:
                 except ValueError:
                     continue  # a line cut short by a kill
                 nodeid, when, outcome = report["nodeid"], report["when"], report["outcome"]
-                if nodeid not in seen:
-                    seen.append(nodeid)
                 self.outcome[nodeid] = merge(self.outcome.get(nodeid), when, outcome)
                 if "why" in report:
                     self.why[nodeid] = report["why"]
-        return seen
 
 
 def merge(previous: str | None, when: str, outcome: str) -> str:
@@ -257,11 +253,11 @@ class Suite:
             with open(out.with_suffix(".log"), "w") as output:
                 env = {**self.env, "AMQPFAST_SUITE_URL": url}
                 returncode = _run_bounded(args, self.run_dir, env, out, output, timeout)
-            seen = self.results.read(out)
+            self.results.read(out)
             if not tests:
                 self.broken.append(path)
                 return
-            left = [t for t in remaining if t not in seen and t not in self.results.outcome]
+            left = [t for t in remaining if t not in self.results.outcome]
             if returncode == 0 or not left:
                 return
             # The process ended early: the first test it did not finish hung or crashed it.
