@@ -9,11 +9,12 @@ from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any, Literal
 
 from pamqp import commands as spec
+from pamqp.constants import REPLY_SUCCESS
 
 from .abc import AbstractChannel, ExchangeType, TimeoutType, UnderlayChannel
 from .core import Channel as LowLevelChannel
 from .core import DeliveredMessage
-from .exceptions import ChannelInvalidStateError
+from .exceptions import ChannelClosed, ChannelInvalidStateError
 from .exchange import Exchange
 from .message import ReturnedMessage
 from .queue import Queue
@@ -164,9 +165,16 @@ class Channel(AbstractChannel):
     async def _on_close(self, closing: asyncio.Future[None]) -> BaseException | None:
         # the low-level channel closed (once per opening): by us, the broker
         # or the connection
-        error = asyncio.CancelledError() if closing.cancelled() else closing.exception()
+        error = self._close_reason(closing)
         self._set_closed(error)
         return error
+
+    @staticmethod
+    def _close_reason(closing: asyncio.Future[None]) -> BaseException:
+        # what close callbacks hear; a normal close is a ChannelClosed too (as in aiormq)
+        if closing.cancelled():
+            return asyncio.CancelledError()
+        return closing.exception() or ChannelClosed(REPLY_SUCCESS, "Normal shutdown")
 
     def _set_closed(self, error: BaseException | None) -> None:
         # once per opening, whether the broker, the connection or close() ended it

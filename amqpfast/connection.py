@@ -20,6 +20,7 @@ from .abc import (
 )
 from .channel import Channel
 from .core import Connection as LowLevelConnection
+from .exceptions import AMQPConnectionError
 from .tools import CallbackCollection
 from .url import mask_password
 
@@ -131,6 +132,7 @@ class Connection(AbstractConnection):
         self._closed: asyncio.Future[bool] = self.loop.create_future()
         self._close_called = False
         self._close_in_progress = False
+        self._connecting: asyncio.Future[UnderlayConnection] | None = None  # a handshake
 
     @classmethod
     def _parse_parameters(cls, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,14 +179,33 @@ class Connection(AbstractConnection):
         return asyncio.shield(self._closed)  # type: ignore[arg-type]
 
     async def connect(self, timeout: TimeoutType = None) -> None:
-        """Open the connection (TCP or TLS, then the AMQP handshake)."""
-        self.transport = await UnderlayConnection.connect(
-            self.url,
-            self._on_connection_close,
-            timeout=timeout,
-            client_properties=self.client_properties,
-            ssl_context=self.ssl_context,
+        """Open the connection (TCP or TLS, then the AMQP handshake).
+
+        :raises AMQPConnectionError: :meth:`close` was called meanwhile.
+        """
+        # a task of its own, so that close() can stop a handshake that stalls
+        attempt = self._connecting = asyncio.ensure_future(
+            UnderlayConnection.connect(
+                self.url,
+                self._on_connection_close,
+                timeout=timeout,
+                client_properties=self.client_properties,
+                ssl_context=self.ssl_context,
+            )
         )
+        try:
+            transport = await attempt
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._close_called and not (current and current.cancelling()):
+                raise AMQPConnectionError(f"{self} was closed while connecting") from None
+            raise
+        finally:
+            self._connecting = None
+        if self._close_called:  # close() came as the handshake finished
+            await transport.connection.close()
+            raise AMQPConnectionError(f"{self} was closed while connecting")
+        self.transport = transport
         self.connected.set()
 
     async def _on_connection_close(self, closing: asyncio.Future[None]) -> None:
@@ -236,6 +257,10 @@ class Connection(AbstractConnection):
         self._close_called = True
         transport, self.transport = self.transport, None
         try:
+            connecting = self._connecting
+            if connecting is not None:
+                connecting.cancel()  # the handshake's own cleanup closes its socket
+                await asyncio.gather(connecting, return_exceptions=True)
             if transport is not None:
                 await transport.close(exc)
             self._set_closed(exc)

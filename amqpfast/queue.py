@@ -217,6 +217,20 @@ class Queue(AbstractQueue):
         return self.iterator()
 
 
+class MessageBuffer(deque[IncomingMessage]):
+    """The messages an iterator has fetched and not yet handed out.
+
+    It answers ``empty()`` and ``qsize()`` as the ``asyncio.Queue`` that
+    aio-pika keeps in ``QueueIterator._queue`` does, for code that looks.
+    """
+
+    def empty(self) -> bool:
+        return not self
+
+    def qsize(self) -> int:
+        return len(self)
+
+
 class QueueIterator(AbstractQueueIterator):
     """Consume a queue with ``async for``.
 
@@ -234,7 +248,7 @@ class QueueIterator(AbstractQueueIterator):
     def __init__(self, queue: Queue, **kwargs: Any) -> None:
         self._amqp_queue = queue
         self._consume_kwargs = kwargs
-        self._buffer: deque[IncomingMessage] = deque()
+        self._queue: MessageBuffer = MessageBuffer()
         self._waiters: list[asyncio.Future[None]] = []  # readers waiting for a message
         self._consumer_tag: ConsumerTag | None = None
         self._closed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -277,7 +291,7 @@ class QueueIterator(AbstractQueueIterator):
 
     def _on_message(self, message: IncomingMessage) -> None:
         # a plain callback: no task per message
-        self._buffer.append(message)
+        self._queue.append(message)
         self._wake()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
@@ -316,13 +330,13 @@ class QueueIterator(AbstractQueueIterator):
             recorded.pop(consumer_tag, None)
         channel = self._amqp_queue.channel
         if channel.is_closed:
-            self._buffer.clear()  # the broker delivers them again
+            self._queue.clear()  # the broker delivers them again
             return
         await self._amqp_queue.cancel(consumer_tag)
         no_ack = self._consume_kwargs.get("no_ack", False)
         failures: list[Exception] = []
-        while self._buffer:
-            message = self._buffer.popleft()
+        while self._queue:
+            message = self._queue.popleft()
             if no_ack:
                 log.warning("message %r lost: the iterator consumed with no_ack", message)
                 continue
@@ -392,7 +406,7 @@ class QueueIterator(AbstractQueueIterator):
         if self._consumer_tag is None:
             await self.consume()
         timeout: float | None = self._consume_kwargs.get("timeout")
-        while not self._buffer:
+        while not self._queue:
             if self._exhausted():
                 raise StopAsyncIteration
             waiter = asyncio.get_running_loop().create_future()
@@ -405,4 +419,4 @@ class QueueIterator(AbstractQueueIterator):
             except (TimeoutError, asyncio.CancelledError):
                 await self._close_after_wait_failed(timeout)
                 raise
-        return self._buffer.popleft()
+        return self._queue.popleft()

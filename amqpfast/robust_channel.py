@@ -200,7 +200,7 @@ class RobustChannel(Channel, AbstractRobustChannel):
         # is restoring it, the connection's supervisor restores the channel;
         # else the broker closed it (an error): after a pause it is opened
         # again with its topology.
-        error = asyncio.CancelledError() if closing.cancelled() else closing.exception()
+        error = self._close_reason(closing)
         self.__restored.clear()
         connection = self._connection
         if self._close_called or connection.close_called or connection.is_closed:

@@ -117,6 +117,8 @@ class RobustConnection(Connection, AbstractRobustConnection):
         self._connect_timeout = timeout
         failures = 0
         while True:
+            if self._close_called:
+                raise AMQPConnectionError(f"{self} was closed while connecting")
             try:
                 await self._attempt(timeout)
             except CONNECTION_EXCEPTIONS as error:
@@ -130,9 +132,6 @@ class RobustConnection(Connection, AbstractRobustConnection):
                 log.warning("cannot connect to %s: %s; trying again", self, error)
                 await asyncio.sleep(self._backoff(failures // len(self._urls) - 1))
                 continue
-            if self._close_called:  # close() came while connecting
-                await self._close_transport()
-                raise AMQPConnectionError(f"{self} was closed while connecting")
             break
         if self.__reconnection_task is None:
             self.__reconnection_task = asyncio.ensure_future(self.__supervise())

@@ -202,4 +202,4 @@ class RobustQueueIterator(QueueIterator):
     def _drop_buffered(self) -> None:
         # Fetched on the old connection: they cannot be acked any more and
         # the broker delivers them again.
-        self._buffer.clear()
+        self._queue.clear()

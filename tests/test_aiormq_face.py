@@ -370,6 +370,7 @@ def test_connection_helpers() -> None:
     from amqpfast.aiormq.tools import censor_url
 
     assert parse_bool("Yes") and not parse_bool("nonsense") and parse_bool(True)
+    assert parse_bool is amqpfast.connection.parse_bool  # one function, as in aio-pika
     assert parse_int("12") == 12 and parse_int("x") == 0
     assert parse_timeout("1.5") == 1.5 and parse_timeout("2.0") == 2
     assert parse_heartbeat("70000") == 0 and parse_heartbeat("30") == 30
@@ -495,3 +496,24 @@ async def test_patching_aiormq_channel_reaches_the_high_level(
         await queue.consume(lambda message: None, no_ack=True)
 
     assert calls == [queue.name]
+
+
+async def test_the_client_properties_hook_is_aiormqs(
+    monkeypatch: pytest.MonkeyPatch, amqp_url: str, unique: str
+) -> None:
+    # aiormq builds the handshake's client properties in Connection._client_properties
+    sent: list[dict[str, Any]] = []
+    original = aiormq.Connection._client_properties
+
+    def client_properties(self: Any, **kwargs: Any) -> dict[str, Any]:
+        properties = original(self, **kwargs)
+        sent.append(properties)
+        return properties
+
+    monkeypatch.setattr(aiormq.Connection, "_client_properties", client_properties)
+    extra = {"connection_name": unique, "custom": {"enabled": True}}
+    async with await amqpfast.connect(amqp_url, client_properties=extra):
+        pass
+    assert len(sent) == 1
+    assert sent[0]["connection_name"] == unique and sent[0]["custom"] == {"enabled": True}
+    assert sent[0]["product"] == "amqpfast"

@@ -20,6 +20,7 @@ from amqpfast import (
 )
 from amqpfast.core import DeliveredMessage
 from amqpfast.exceptions import (
+    ChannelClosed,
     ChannelInvalidStateError,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
@@ -393,6 +394,39 @@ async def test_close_callbacks_get_the_channel_error(conn: Connection):
     await channel.reopen()
     assert not channel.is_closed
     assert (await channel.declare_queue(exclusive=True)).name
+
+
+@pytest.mark.parametrize("robust", [False, True])
+async def test_close_callbacks_of_a_normal_close_get_channel_closed(
+    amqp_url: str, robust: bool
+) -> None:
+    # as in aio-pika (through aiormq): a close callback always gets an error
+    connect = amqpfast.connect_robust if robust else amqpfast.connect
+    async with await connect(amqp_url) as connection:
+        channel = await connection.channel()
+        errors: list[BaseException | None] = []
+        channel.close_callbacks.add(lambda sender, exc: errors.append(exc))
+        await channel.close()
+        await asyncio.wait_for(channel.closed(), 1)
+    assert len(errors) == 1 and isinstance(errors[0], ChannelClosed)
+    assert errors[0].reply_code == 200
+
+
+async def test_an_iterator_shows_how_many_messages_it_holds(conn: Connection, unique: str):
+    channel = await conn.channel()
+    await channel.set_qos(prefetch_count=3)
+    queue = await channel.declare_queue(unique, auto_delete=True)
+    async with queue.iterator() as iterator:
+        # what it fetched and did not hand out yet, as asyncio.Queue reports it
+        assert iterator._queue.empty() and iterator._queue.qsize() == 0
+        for body in (b"1", b"2", b"3"):
+            await channel.default_exchange.publish(Message(body), routing_key=unique)
+        async with asyncio.timeout(5):
+            while iterator._queue.qsize() < 3:
+                await asyncio.sleep(0.01)
+        first = await anext(iterator)
+        await first.ack()
+        assert first.body == b"1" and iterator._queue.qsize() == 2
 
 
 async def test_transaction_commits_and_rolls_back(conn: Connection):

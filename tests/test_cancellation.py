@@ -20,7 +20,7 @@ from broker_tools import TCPProxy
 import amqpfast
 from amqpfast import Channel, Connection, ExchangeType, Message
 from amqpfast.core import Channel as LowChannel
-from amqpfast.exceptions import ChannelAccessRefused
+from amqpfast.exceptions import AMQPConnectionError, ChannelAccessRefused
 from amqpfast.patterns import RPC, Master
 from amqpfast.pool import Pool, PoolInstance, PoolInvalidStateError
 
@@ -429,3 +429,21 @@ async def test_connection_close_waiting_for_close_ok(amqp_url: str, proxy: TCPPr
     await cancel_while_waiting(connection.close())
     assert connection.is_closed
     proxy.resume()
+
+
+@pytest.mark.parametrize("kind", [Connection, amqpfast.RobustConnection])
+async def test_close_ends_a_connect_waiting_for_the_handshake(
+    amqp_url: str, proxy: TCPProxy, kind: type[Connection]
+):
+    proxy.stall()  # the broker's Connection.Start never arrives
+    connection = kind(proxy.url(amqp_url))
+    connecting = asyncio.create_task(connection.connect(timeout=30))
+    await asyncio.sleep(SETTLE)
+    await asyncio.wait_for(connection.close(), BOUND)
+    with pytest.raises(AMQPConnectionError, match="closed while connecting"):
+        await asyncio.wait_for(connecting, BOUND)
+    assert connection.is_closed
+    assert connection.transport is None
+    proxy.resume()
+    await asyncio.sleep(SETTLE)  # a handshake that went on would finish now
+    assert connection.transport is None

@@ -37,7 +37,7 @@ from pamqp import commands as spec
 
 import amqpfast
 from amqpfast import DeliveryMode, IncomingMessage, Message, RobustConnection
-from amqpfast.exceptions import AMQPError, ChannelNotFoundEntity
+from amqpfast.exceptions import AMQPChannelError, AMQPError, ChannelNotFoundEntity
 
 pytestmark = pytest.mark.broker
 
@@ -469,7 +469,7 @@ async def test_a_channel_error_then_a_loss_leaves_one_consumer(proxy, amqp_url, 
             await channel.declare_queue(f"{unique}.missing", passive=True)
         proxy.cut()  # and the network blips before the channel is reopened
         await clock.wait_reconnects(1)
-        await asyncio.sleep(channel.REOPEN_PAUSE + 0.5)
+        await asyncio.sleep(connection.CHANNEL_REOPEN_PAUSE + 0.5)
         listed = await asyncio.to_thread(list_consumers, vhost_of(amqp_url))
         assert [entry for entry in listed if entry[0] == queue.name] == [(queue.name, tag)]
     finally:
@@ -827,7 +827,8 @@ async def close_while_first_connect_retries(
         await asyncio.sleep(0.3)
         on_broker = await asyncio.to_thread(connections_named, name)
     finally:
-        await asyncio.wait_for(connection.transport.connection.close(), 5)  # whatever it opened
+        if connection.transport is not None:  # whatever it opened
+            await asyncio.wait_for(connection.transport.connection.close(), 5)
         await later.close()
     violations = [] if isinstance(outcome[0], BaseException) else ["connect() succeeded"]
     violations += [f"{len(on_broker)} connection(s) on the broker after close()"] * bool(on_broker)
@@ -900,9 +901,16 @@ async def close_while_restore_fails(amqp_url: str, name: str, proxy: TCPProxy) -
         await other_channel.declare_queue(
             f"{name}.conflict", durable=True, arguments={"x-max-length": 1}
         )
+    refused: list[BaseException] = []
+
+    def on_close(_sender: object, error: BaseException | None) -> None:
+        if isinstance(error, AMQPChannelError):
+            refused.append(error)
+
+    connection.close_callbacks.add(on_close)
     assert await asyncio.to_thread(close_connections_named, name, "soak kill") == 1
-    async with asyncio.timeout(10):  # two attempts failed, the third is under way
-        while connection.connection_attempt < 4:
+    async with asyncio.timeout(10):  # two restores failed, the third is under way
+        while len(refused) < 2:
             await asyncio.sleep(0.005)
     failing = connection.reconnecting
     await asyncio.wait_for(connection.close(), 5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..connection import parse_int, parse_timeout
+from ..connection import parse_bool, parse_int, parse_timeout  # the same functions, as in aio-pika
 from ..core.connection import Connection, ConnectionContext, connect
 from ..exceptions import connection_error
 
@@ -22,14 +22,6 @@ __all__ = [
 ]
 
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
-_TRUE_WORDS = frozenset(("true", "yes", "y", "enable", "on", "enabled", "1"))
-
-
-def parse_bool(value: Any) -> bool:
-    """A URL flag: true for true/yes/y/enable/on/enabled/1 (any case), else false."""
-    if isinstance(value, bool):
-        return value
-    return str(value).lower() in _TRUE_WORDS
 
 
 def parse_heartbeat(value: Any) -> int:

@@ -56,29 +56,6 @@ class ConnectionTimeout(AMQPConnectionError, TimeoutError):
     """The connection was not open within the connect timeout."""
 
 
-def _client_properties(name: str | None, extra: dict[str, Any] | None) -> dict[str, Any]:
-    properties: dict[str, Any] = {
-        "product": "amqpfast",
-        "version": __version__,
-        "platform": f"Python {platform.python_version()}",
-        "information": f"codec: {codec.IMPLEMENTATION}",
-        "capabilities": {
-            "publisher_confirms": True,
-            "consumer_cancel_notify": True,
-            "basic.nack": True,
-            "connection.blocked": True,
-            "authentication_failure_close": True,
-            "exchange_exchange_bindings": True,
-            "per_consumer_qos": True,
-        },
-    }
-    if name:
-        properties["connection_name"] = name
-    if extra:
-        properties.update(extra)
-    return properties
-
-
 def _negotiate(client: int | None, server: int, default: int) -> int:
     """The lower of two limits, where 0 means "no limit"."""
     wanted = default if client is None else client
@@ -125,7 +102,7 @@ class Connection:
         self.parameters: ConnectionParameters = parse_url(url, **parameters)
         self._ssl_context = ssl_context or context
         self.loop = loop or asyncio.get_running_loop()
-        self._client_properties = client_properties
+        self._extra_client_properties = client_properties or {}
         self._protocol: AMQPProtocol | None = None
         self._writer = FrameWriter()
         self._flush_scheduled = False
@@ -262,6 +239,28 @@ class Connection:
 
     # ------------------------------------------------------------ opening
 
+    def _client_properties(self, **extra: Any) -> dict[str, Any]:
+        """The client properties of the handshake (aiormq's hook: ``extra`` wins)."""
+        properties: dict[str, Any] = {
+            "product": "amqpfast",
+            "version": __version__,
+            "platform": f"Python {platform.python_version()}",
+            "information": f"codec: {codec.IMPLEMENTATION}",
+            "capabilities": {
+                "publisher_confirms": True,
+                "consumer_cancel_notify": True,
+                "basic.nack": True,
+                "connection.blocked": True,
+                "authentication_failure_close": True,
+                "exchange_exchange_bindings": True,
+                "per_consumer_qos": True,
+            },
+        }
+        if self.parameters.name:
+            properties["connection_name"] = self.parameters.name
+        properties.update(extra)
+        return properties
+
     async def connect(
         self,
         client_properties: dict[str, Any] | float | None = None,
@@ -284,7 +283,7 @@ class Connection:
         if isinstance(client_properties, (int, float)):  # connect(timeout), the old order
             client_properties, timeout = None, client_properties
         if client_properties is not None:
-            self._client_properties = client_properties
+            self._extra_client_properties = client_properties
         if timeout is None:
             timeout = self.parameters.connection_timeout
             if timeout is None:
@@ -336,7 +335,7 @@ class Connection:
         self._send_method(
             0,
             spec.Connection.StartOk(
-                client_properties=_client_properties(parameters.name, self._client_properties),
+                client_properties=self._client_properties(**self._extra_client_properties),
                 mechanism=mechanism,
                 response=self._auth_response(),
                 locale="en_US",
