@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +15,6 @@ from .abc import (
     TimeoutType,
     get_exchange_name,
 )
-from .codec import BasicAck
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -26,23 +24,6 @@ log = logging.getLogger("amqpfast.exchange")
 __all__ = ["Exchange", "ExchangeType"]
 
 Arguments = dict[str, Any] | None
-_PAMQP_ACK = spec.Basic.Ack
-# One Basic.Ack frame with multiple=True confirms many publishes: each gets
-# the same pamqp object, made once.
-_last_ack: list[Any] = [None, None]
-
-
-def _pamqp_ack(ack: BasicAck) -> spec.Basic.Ack:
-    """The confirm as pamqp's Basic.Ack, which aio-pika code checks for."""
-    if _last_ack[0] is ack:
-        return _last_ack[1]  # type: ignore[no-any-return]
-    converted = _PAMQP_ACK.__new__(_PAMQP_ACK)
-    converted.delivery_tag = ack.delivery_tag
-    converted.multiple = ack.multiple
-    _last_ack[0], _last_ack[1] = ack, converted
-    return converted
-
-
 class Exchange(AbstractExchange):
     """An exchange on a channel (made by :meth:`Channel.declare_exchange`)."""
 
@@ -142,42 +123,31 @@ class Exchange(AbstractExchange):
         :class:`~amqpfast.core.DeliveredMessage`), or raises
         :class:`~amqpfast.exceptions.PublishError` when the channel was
         opened with ``on_return_raises``. Without confirms it returns None.
+        A message without a ``message_id`` goes out with a random UUID4
+        (hex) as its message_id, as with aio-pika (through aiormq).
+
+        ``timeout`` covers the whole publish: the wait while the socket
+        drains, the broker blocks the connection (a resource alarm) or has
+        flow off on the channel, and the confirm; after a timeout the
+        channel stays usable.
 
         :raises DeliveryError: the broker answered Basic.Nack.
         :raises ChannelInvalidStateError: the channel is closed.
+        :raises TimeoutError: not sent and confirmed within ``timeout``.
         """
         if self.internal:
             raise ValueError(f"can not publish to internal exchange {self.name!r}")
         channel = self.channel.channel_or_raise()
-        connection = channel.connection
-        protocol = connection._protocol
-        if protocol is not None and protocol.paused:
-            await connection._drain()
-        future = channel._start_publish(
+        return await channel.publish(
             message.body,
             self.name,
             routing_key,
             message.properties,
             mandatory,
             immediate,
+            timeout,
             True,  # Message.properties builds them anew for each publish
         )
-        if future is None:
-            return None
-        try:
-            if timeout is None:
-                result = await future
-            else:
-                # not wait_for: its Task would hide whose cancel this is
-                async with asyncio.timeout(timeout):
-                    result = await future
-        except asyncio.CancelledError as cancelled:
-            # a handler cancelled by the close of its channel sees the
-            # close's error, as aiormq's publish gives it; any other cancel stays
-            raise channel._close_reason(cancelled) from cancelled
-        if type(result) is BasicAck:
-            return _pamqp_ack(result)
-        return result
 
     async def delete(
         self, if_unused: bool = False, timeout: TimeoutType = None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import logging
+import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -41,8 +43,17 @@ _new_ack = _PamqpAck.__new__
 _PamqpNack = spec.Basic.Nack
 _PamqpReturn = spec.Basic.Return
 _PamqpGetOk = spec.Basic.GetOk
-# Carries the key of a mandatory publish whose own message_id is not unique.
-RETURN_KEY_HEADER = "x-amqpfast-return-key"
+_getrandbits = random.getrandbits  # reseeded in a forked child
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # version and variant bits
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_message_id() -> str:
+    """A random UUID4 in hex: what a message published without a message_id gets, as in aiormq.
+
+    Cheaper than ``uuid.uuid4().hex`` (no os.urandom call, no UUID object).
+    """
+    return "%032x" % ((_getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET)
 
 
 class CallbackCollection(list[Any]):
@@ -133,6 +144,7 @@ class Channel:
         # deliveries may still be on their way: those go back to the queue.
         self._acking_consumers: set[str] = set()
         self._requeue_for: set[str] = set()
+        self._dropping_for: set[str] = set()  # the same, of consumers without acks
         self._runner = CallbackRunner(self.loop, "consumer callback")
         self._opened = False
         self._closed = False
@@ -145,9 +157,15 @@ class Channel:
         self._delivery_tag = 0
         self._confirms: dict[int, asyncio.Future[Any]] = {}
         self._confirm_floor = 1
-        self._return_keys: dict[str, int] = {}  # key of a returnable publish -> its tag
-        self._tag_keys: dict[int, str] = {}  # and back
+        # mandatory publishes awaiting their confirm, by message_id (how a
+        # Basic.Return finds its publish): the oldest tag, later ones with
+        # the same message_id, and from tag to (message_id, exchange, routing key)
+        self._return_keys: dict[str, int] = {}
+        self._return_later: dict[str, deque[int]] = {}
+        self._tag_keys: dict[int, tuple[str, str, str]] = {}
+        # Channel.Flow from the broker: publishing waits while it is off
         self.flow_active = True
+        self._flow_resumed: asyncio.Future[None] | None = None
         # called with each returned message
         self.on_return_callbacks = CallbackCollection()
         # called with the tag of a consumer the broker cancelled
@@ -269,8 +287,13 @@ class Channel:
             elif method.consumer_tag in self._requeue_for:
                 # cancelled without waiting for CancelOk: the message goes back, now
                 self.basic_reject(method.delivery_tag, requeue=True)
-            else:
-                log.warning("delivery for unknown consumer %r dropped", method.consumer_tag)
+            elif method.consumer_tag in self._dropping_for:
+                pass  # no ack expected: the broker counts it delivered
+            elif not self._closed:  # after our Close the broker requeues them itself
+                # not ours (a broken peer): back to the queue rather than held
+                # unacked until the channel closes
+                log.warning("delivery for unknown consumer %r requeued", method.consumer_tag)
+                self.basic_reject(method.delivery_tag, requeue=True)
         elif kind is BasicGetOk:
             delivery = _as_pamqp(method, _PamqpGetOk)
             self._resolve(DeliveredMessage(delivery, event.properties, event.body, self))
@@ -299,7 +322,7 @@ class Channel:
                     self.number, spec.Basic.CancelOk(consumer_tag=method.consumer_tag)
                 )
         elif isinstance(method, spec.Channel.Flow):
-            self.flow_active = bool(method.active)
+            self._set_flow(bool(method.active))
             self.connection._send_method(self.number, spec.Channel.FlowOk(active=method.active))
         elif isinstance(method, spec.Channel.CloseOk):
             # the answer to our Close, after a timeout, an abandoned opening or
@@ -331,13 +354,16 @@ class Channel:
             if not future.done():
                 future.set_exception(error)
         self._return_keys.clear()
+        self._return_later.clear()
         self._tag_keys.clear()
+        self._set_flow(True)  # publishes waiting for it see the close
         self._consumers.clear()
         # as with aio-pika: handlers do not outlive their channel (the error
         # goes with the cancel: a publish in a handler raises it, see basic_publish)
         self._runner.cancel(error)
         self._acking_consumers.clear()
         self._requeue_for.clear()
+        self._dropping_for.clear()
         # Until the broker answers our Close (even one crossing its own), the
         # number stays taken: the CloseOk branch releases it.
         if not self._awaiting_close_ok:
@@ -688,7 +714,9 @@ class Channel:
             # must be in place before they are dispatched.
             registered = ok.consumer_tag or tag
             self._consumers[registered] = consumer_callback
-            self._requeue_for.discard(registered)  # a tag used again is a new consumer
+            # a tag used again is a new consumer
+            self._requeue_for.discard(registered)
+            self._dropping_for.discard(registered)
             if not no_ack:
                 self._acking_consumers.add(registered)
 
@@ -716,10 +744,13 @@ class Channel:
 
     def _forget_consumer(self, consumer_tag: str, deliveries_may_follow: bool) -> None:
         self._consumers.pop(consumer_tag, None)
-        if consumer_tag in self._acking_consumers:
+        if not deliveries_may_follow or self._closed:
             self._acking_consumers.discard(consumer_tag)
-            if deliveries_may_follow and not self._closed:
-                self._requeue_for.add(consumer_tag)
+        elif consumer_tag in self._acking_consumers:
+            self._acking_consumers.discard(consumer_tag)
+            self._requeue_for.add(consumer_tag)
+        else:
+            self._dropping_for.add(consumer_tag)
 
     def _on_broker_cancel(self, cancel: spec.Basic.Cancel) -> None:
         consumer_tag = cancel.consumer_tag or ""
@@ -803,31 +834,98 @@ class Channel:
         (pamqp's ``Basic.Ack``; or, for a mandatory message that came back,
         the returned :class:`DeliveredMessage`); without confirms it returns
         None once the message is queued for the socket. ``wait`` is aiormq's
-        and changes nothing here: confirms are awaited either way.
+        and changes nothing here: confirms are awaited either way. A message
+        without a ``message_id`` is given a random UUID4 (hex), as in aiormq
+        (on a copy of ``properties``).
 
+        :param timeout: seconds for all of it: waiting until the message may
+            go out (see :meth:`publish`) and the confirm.
         :raises DeliveryError: the broker answered Basic.Nack.
         :raises PublishError: a mandatory message came back and the channel
             was opened with ``on_return_raises``.
         :raises ChannelInvalidStateError: the channel is closed.
+        :raises TimeoutError: not sent and confirmed within ``timeout``.
         """
-        if self._closed:
-            self._check_open()
-        protocol = self.connection._protocol
-        if protocol is not None and protocol.paused:
-            await self.connection._drain()
-        future = self._start_publish(
-            body, exchange, routing_key, properties, mandatory, immediate, False
+        return await self.publish(
+            body, exchange, routing_key, properties, mandatory, immediate, timeout
         )
-        if future is None:
-            return None
+
+    async def publish(
+        self,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        properties: BasicProperties | None = None,
+        mandatory: bool = False,
+        immediate: bool = False,
+        timeout: float | None = None,
+        owned: bool = False,
+    ) -> Any:
+        """The one publish path (:meth:`basic_publish`, ``Exchange.publish``).
+
+        Before the message goes out it waits while the socket is not
+        draining, the broker blocks the connection (Connection.Blocked, a
+        resource alarm) or has flow off on the channel (Channel.Flow);
+        ``timeout`` covers those waits and the confirm. A timeout leaves the
+        channel usable (a confirm that comes later is ignored).
+
+        :param owned: the caller made ``properties`` for this publish alone
+            (the high-level Message does), so they may be changed in place.
+        """
         try:
             if timeout is None:
-                return await future
+                if self._closed or not self._may_send():
+                    await self._until_sendable()
+                future = self._start_publish(
+                    body, exchange, routing_key, properties, mandatory, immediate, owned
+                )
+                return None if future is None else await future
             # not wait_for: a cancel that comes with the confirm's error must stay visible
             async with asyncio.timeout(timeout):
-                return await future
+                if self._closed or not self._may_send():
+                    await self._until_sendable()
+                future = self._start_publish(
+                    body, exchange, routing_key, properties, mandatory, immediate, owned
+                )
+                return None if future is None else await future
         except asyncio.CancelledError as cancelled:
             raise self._close_reason(cancelled) from cancelled
+
+    def _may_send(self) -> bool:
+        connection = self.connection
+        protocol = connection._protocol
+        return (
+            self.flow_active
+            and connection._blocked is None
+            and (protocol is None or not protocol.paused)
+        )
+
+    async def _until_sendable(self) -> None:
+        # each wait ends when its condition ends or the channel or
+        # connection closes; then everything is looked at again
+        connection = self.connection
+        while True:
+            if self._closed:
+                self._check_open()
+            protocol = connection._protocol
+            if protocol is not None and protocol.paused:
+                await connection._drain()
+            elif connection._blocked is not None:
+                await asyncio.shield(connection._blocked)
+            elif self._flow_resumed is not None:
+                await asyncio.shield(self._flow_resumed)
+            else:
+                return
+
+    def _set_flow(self, active: bool) -> None:
+        self.flow_active = active
+        resumed = self._flow_resumed
+        if active:
+            self._flow_resumed = None
+            if resumed is not None and not resumed.done():
+                resumed.set_result(None)
+        elif resumed is None:
+            self._flow_resumed = self.loop.create_future()
 
     def _close_reason(self, cancelled: asyncio.CancelledError) -> BaseException:
         """What a handler cancelled by the close of its channel should see: the close's error.
@@ -860,61 +958,71 @@ class Channel:
         immediate: bool,
         owned: bool,
     ) -> asyncio.Future[Any] | None:
-        """Queue a publish for the socket; in confirm mode, the future of its confirm.
-
-        ``owned``: the caller made these properties for this publish alone
-        (the high-level Message does), so they may be marked in place.
-        """
+        """Queue a publish for the socket; in confirm mode, the future of its confirm."""
         if self._closed:
             self._check_open()
-        if not self.confirm_mode:
-            self._writer.publish(
-                self.number, body, exchange, routing_key, properties, mandatory, immediate
-            )
-            self.connection._schedule_flush()
-            return None
-        tag = self._delivery_tag + 1
-        if mandatory:
-            properties = self._mark_returnable(tag, properties, owned)
+        if properties is None:
+            properties = BasicProperties(message_id=new_message_id())
+        elif not properties.message_id:
+            if not owned:  # the caller's may be used again: each publish gets its own id
+                properties = (
+                    properties.copy()
+                    if type(properties) is BasicProperties
+                    else copy.copy(properties)  # pamqp's, from aiormq code
+                )
+            properties.message_id = new_message_id()
         self._writer.publish(
             self.number, body, exchange, routing_key, properties, mandatory, immediate
         )
-        self._delivery_tag = tag
+        self.connection._schedule_flush()
+        if not self.confirm_mode:
+            return None
+        # written (it encoded): now it is tracked
+        tag = self._delivery_tag = self._delivery_tag + 1
         future = self.loop.create_future()
         self._confirms[tag] = future
-        self.connection._schedule_flush()
+        if mandatory:
+            message_id: str = properties.message_id  # type: ignore[assignment]
+            if message_id in self._return_keys:
+                self._return_later.setdefault(message_id, deque()).append(tag)
+            else:
+                self._return_keys[message_id] = tag
+            self._tag_keys[tag] = (message_id, exchange, routing_key)
         return future
 
-    def _mark_returnable(
-        self, tag: int, properties: BasicProperties | None, owned: bool
-    ) -> BasicProperties:
-        # A returned message is matched to its publish by a key it carries
-        # back: its message_id when that is unique among the publishes still
-        # awaiting their confirm; else a message_id we give it (when it has
-        # none), or a header (when its message_id is taken).
-        message_id = properties.message_id if properties is not None else None
-        if properties is not None and message_id and message_id not in self._return_keys:
-            key = message_id
-        else:
-            key = f"amqpfast.{tag}"
-            if properties is None:
-                marked = BasicProperties()
-            else:  # a copy, unless the caller gave these to this publish alone
-                marked = properties if owned else properties.copy()
-            if message_id:
-                marked.headers = {**(marked.headers or {}), RETURN_KEY_HEADER: key}
+    def _returned_tag(self, returned: Any, message_id: str) -> int | None:
+        # A Basic.Return carries the message_id back. Publishes that share
+        # one (the caller gave it) are told apart by exchange and routing
+        # key, then taken oldest first.
+        first = self._return_keys.get(message_id)
+        later = self._return_later.get(message_id)
+        if first is None or not later:
+            return first
+        route = (message_id, returned.exchange, returned.routing_key)
+        for tag in (first, *later):
+            if self._tag_keys.get(tag) == route:
+                return tag
+        return first
+
+    def _untrack_return(self, tag: int) -> None:
+        route = self._tag_keys.pop(tag, None)
+        if route is None:
+            return
+        key = route[0]
+        later = self._return_later.get(key)
+        if self._return_keys.get(key) == tag:
+            if later:
+                self._return_keys[key] = later.popleft()
             else:
-                marked.message_id = key
-            properties = marked
-        self._return_keys[key] = tag
-        self._tag_keys[tag] = key
-        return properties
+                del self._return_keys[key]
+        elif later is not None and tag in later:
+            later.remove(tag)
+        if later is not None and not later:
+            del self._return_later[key]
 
     def _confirmed(self, tag: int) -> asyncio.Future[Any] | None:
         if self._tag_keys:
-            key = self._tag_keys.pop(tag, None)
-            if key is not None:
-                self._return_keys.pop(key, None)
+            self._untrack_return(tag)
         return self._confirms.pop(tag, None)
 
     def _on_ack(self, frame: BasicAck) -> None:
@@ -953,14 +1061,10 @@ class Channel:
             self._confirm_floor = max(self._confirm_floor, nack.delivery_tag + 1)
 
     def _on_return(self, message: DeliveredMessage) -> None:
-        properties = message.properties
-        headers = properties.headers
-        key = headers.get(RETURN_KEY_HEADER) if headers else None
-        if key is None:
-            key = properties.message_id
-        tag = self._return_keys.pop(key, None) if key else None
+        key = message.properties.message_id
+        tag = self._returned_tag(message.delivery, key) if key else None
         if tag is not None:
-            del self._tag_keys[tag]
+            self._untrack_return(tag)
             # The publish ends here: with PublishError, or with the returned
             # message as its result; the Basic.Ack that follows finds nothing.
             future = self._confirms.pop(tag, None)
