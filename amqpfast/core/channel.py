@@ -124,6 +124,9 @@ class Channel:
     runs on this class; :mod:`amqpfast.aiormq` names it so.
     """
 
+    # seconds close() waits for the broker's CloseOk when given no timeout
+    CHANNEL_CLOSE_TIMEOUT: float = 10
+
     def __init__(
         self,
         connection: Connection,
@@ -377,9 +380,14 @@ class Channel:
     ) -> None:
         """Close the channel (Channel.Close, then wait for CloseOk).
 
+        A CloseOk that does not come in time (a stalled peer, or a call
+        ahead of the Close that gets no answer) closes the channel here all
+        the same; its number stays taken until the broker answers.
+
         :param exc: the error to close with: ``closing`` and the publishes
             still awaiting their confirm fail with it (None: a normal close).
-        :param timeout: seconds to wait for CloseOk.
+        :param timeout: seconds to wait for CloseOk (default
+            :attr:`CHANNEL_CLOSE_TIMEOUT`).
         """
         if self._closed:
             return
@@ -388,15 +396,24 @@ class Channel:
         if not self._opened and not self._pending:  # the broker never heard of it
             self._on_closed(ChannelClosed(200, "never opened") if exc is None else exc)
             return
+        error = ChannelClosed(200, "Normal shutdown") if exc is None else exc
+        if timeout is None:
+            timeout = self.CHANNEL_CLOSE_TIMEOUT
         try:
-            await self._call(
-                spec.Channel.Close(reply_code=200, reply_text="Normal shutdown"),
-                (spec.Channel.CloseOk,),
-                timeout,
-            )
+            # around the lock too: a call ahead may never get its answer
+            async with asyncio.timeout(timeout):
+                await self._call(
+                    spec.Channel.Close(reply_code=200, reply_text="Normal shutdown"),
+                    (spec.Channel.CloseOk,),
+                    None,
+                )
             self._awaiting_close_ok = False
+        except TimeoutError:
+            log.warning("channel %d: no CloseOk within %s s; closed", self.number, timeout)
+            if not self._awaiting_close_ok:  # still behind that call: the Close goes out now
+                self._abandon("Normal shutdown", error)
         finally:
-            self._on_closed(ChannelClosed(200, "Normal shutdown") if exc is None else exc)
+            self._on_closed(error)
 
     def _abandon(
         self, reason: str = "opening abandoned", error: BaseException | None = None

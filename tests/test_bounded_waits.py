@@ -1,9 +1,10 @@
-"""A publish waits while it may not send, within its timeout; what it sends carries an id.
+"""Waits on the broker are bounded; what a publish sends carries an id.
 
 A publish waits while the socket does not drain (a stalled peer), the
 broker blocks the connection (Connection.Blocked, a resource alarm) or
 has flow off on the channel (Channel.Flow); ``timeout`` covers those waits
 and the confirm, and a publish that timed out leaves the channel usable.
+A channel close that gets no CloseOk closes the channel all the same.
 Messages without a message_id get a random UUID4, as aiormq gives them.
 """
 
@@ -74,6 +75,41 @@ async def test_a_publish_timeout_covers_the_wait_for_the_socket(
         # usable afterwards, and the message that timed out before it was sent is not there
         await channel.default_exchange.publish(Message(b"after"), unique, timeout=5)
         assert (await queue.declare()).message_count == 65
+
+
+# ------------------------------------------------------------ channel close
+
+
+@pytest.mark.parametrize("ahead", ["nothing", "a call without answer"])
+async def test_a_channel_close_without_close_ok_is_bounded(
+    proxy: TCPProxy, amqp_url: str, unique: str, ahead: str
+) -> None:
+    conn = await connect(proxy.url(amqp_url) + f"?name={unique}&heartbeat=0")
+    try:
+        channel = await conn.channel()
+        channel.CHANNEL_CLOSE_TIMEOUT = 0.5
+        number = channel.number
+        proxy.stall()
+        if ahead != "nothing":  # holds the channel: the Close waits behind it
+            declaring = asyncio.ensure_future(channel.queue_declare(unique, auto_delete=True))
+            await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await asyncio.wait_for(channel.close(), 5)
+        assert time.monotonic() - started < 0.5 + MARGIN
+        assert channel.is_closed
+        if ahead != "nothing":
+            with pytest.raises(amqpfast.exceptions.AMQPError):
+                await asyncio.wait_for(declaring, 1)
+        assert conn.channels.get(number) is channel  # taken until the broker answers
+
+        proxy.resume()
+        async with asyncio.timeout(5):
+            while number in conn.channels:
+                await asyncio.sleep(0.01)
+        reopened = await conn.channel(channel_number=number)  # the number is free again
+        assert (await reopened.queue_declare("", exclusive=True)).queue
+    finally:
+        await conn.close()
 
 
 # ------------------------------------------------------------ Connection.Blocked
