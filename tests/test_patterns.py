@@ -9,7 +9,9 @@ import inspect
 import json
 import logging
 import pickle
+import tracemalloc
 import warnings
+import zlib
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
@@ -24,6 +26,7 @@ from amqpfast.exceptions import ChannelClosed, ChannelNotFoundEntity, MessagePro
 from amqpfast.patterns import (
     RPC,
     CompressedJsonMaster,
+    DecompressionLimitError,
     JsonMaster,
     JsonRPC,
     JsonRPCError,
@@ -239,6 +242,87 @@ async def test_task_body_that_is_not_kwargs_is_rejected(chan: Channel, unique: s
     dead = await get_message(dlq)
     assert pickle.loads(dead.body) == [1, 2]
     assert calls == []
+    await worker.close()
+
+
+def gzip_bomb(expanded: int, chunk: int = 1 << 20) -> bytes:
+    """A gzip body of ``expanded`` zero bytes (about a thousandth of that), made piecewise."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(chunk)
+    pieces = [compressor.compress(zeros) for _ in range(expanded // chunk)]
+    return b"".join([*pieces, compressor.flush()])
+
+
+class SmallLimitMaster(CompressedJsonMaster):
+    MAX_DECOMPRESSED_SIZE = 1 << 20  # 1 MiB
+
+
+def test_compressed_task_bodies_are_decompressed_as_gzip_does():
+    master = object.__new__(CompressedJsonMaster)  # deserialize needs no channel
+    assert CompressedJsonMaster.MAX_DECOMPRESSED_SIZE == 64 * 1024 * 1024
+    task = {"a": [1, "ü"], "b": "x" * 10_000}
+    body = gzip.compress(json.dumps(task).encode())
+    assert master.deserialize(body) == task
+    # several gzip members, with zero padding between them, as gzip.decompress takes
+    two = gzip.compress(b'{"a": ') + bytes(3) + gzip.compress(b"[1, 2]}") + bytes(2)
+    assert master.deserialize(two) == json.loads(gzip.decompress(two)) == {"a": [1, 2]}
+    with pytest.raises(EOFError):
+        master.deserialize(body[:-12])  # cut inside the stream
+    with pytest.raises(zlib.error):
+        master.deserialize(b"not gzip at all")
+
+
+def test_a_body_that_decompresses_too_far_raises_before_using_the_memory():
+    master = object.__new__(SmallLimitMaster)
+    exactly = gzip.compress(b'"' + b"x" * ((1 << 20) - 2) + b'"')
+    assert len(master.deserialize(exactly)) == (1 << 20) - 2  # the limit itself is allowed
+    with pytest.raises(DecompressionLimitError) as raised:
+        master.deserialize(gzip.compress(b'"' + b"x" * ((1 << 20) - 1) + b'"'))
+    assert raised.value.limit == 1 << 20
+    assert raised.value.requeue is False  # a RejectMessage: the worker drops it
+
+    bomb = gzip_bomb(256 << 20)  # 256 MiB of zeros in about 250 KiB
+    assert len(bomb) < 300_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecompressionLimitError):
+            master.deserialize(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # about the limit, never the 256 MiB
+
+
+def test_the_default_limit_stops_a_bomb():
+    bomb = gzip_bomb(72 << 20)  # just above 64 MiB, from about 70 KiB
+    assert len(bomb) < 100_000
+    with pytest.raises(DecompressionLimitError, match=str(64 << 20)):
+        object.__new__(CompressedJsonMaster).deserialize(bomb)
+
+
+async def test_a_worker_rejects_a_bomb_without_requeueing_it(
+    chan: Channel, unique: str, caplog: pytest.LogCaptureFixture
+):
+    dlq, arguments = await dead_letter_queue(chan, unique)
+    calls: list[dict[str, Any]] = []
+
+    async def handle(**kwargs: Any) -> None:
+        calls.append(kwargs)
+
+    master = SmallLimitMaster(chan)  # requeue=True: only the bomb is not requeued
+    worker = await master.create_worker(unique, handle, exclusive=True, arguments=arguments)
+    bomb = gzip_bomb(8 << 20, chunk=1 << 16)
+    with caplog.at_level(logging.ERROR, logger="amqpfast.patterns"):
+        await chan.default_exchange.publish(
+            Message(bomb, content_type=SmallLimitMaster.CONTENT_TYPE), unique
+        )
+        dead = await get_message(dlq)
+    assert dead.body == bomb
+    assert dead.headers["x-death"][0]["reason"] == "rejected"
+    assert any("decompresses to more than" in r.getMessage() for r in caplog.records)
+
+    await master.create_task(unique, {"n": 1})  # the worker goes on
+    await wait_until(lambda: calls == [{"n": 1}])
     await worker.close()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,9 @@ import pytest
 from broker_tools import connections_named, rabbitmqctl, refused_port
 
 import amqpfast
+import amqpfast.testing
 from amqpfast.exceptions import AMQPError
-from amqpfast.testing import BrokerAdmin, TCPProxy, with_query
+from amqpfast.testing import BrokerAdmin, RabbitNode, TCPProxy, with_query
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "testing" / "test_with_amqpfast.py"
 TIMEOUT = 120  # seconds for one pytest subprocess
@@ -92,6 +94,38 @@ async def test_the_admin_closes_a_named_connection(
         )
         assert closed == 1
         await asyncio.wait_for(reconnected.wait(), timeout=15)
+
+
+# ------------------------------------------------- the private broker fixture
+# In this order: each test leaves the node broken for the next one, which
+# must get it back running and without the alarm.
+
+_pid_of_the_killed_node: list[int | None] = []
+
+
+def test_a_test_may_leave_the_private_broker_in_an_alarm(
+    amqp_private_broker: RabbitNode,
+) -> None:
+    assert amqp_private_broker.url != amqpfast.testing.DEFAULT_BROKER_URL
+    amqp_private_broker.set_memory_alarm()
+    assert amqp_private_broker.alarms() == ["memory"]
+
+
+def test_the_next_test_gets_it_without_the_alarm_and_may_kill_it(
+    amqp_private_broker: RabbitNode, amqp_private_node: RabbitNode
+) -> None:
+    assert amqp_private_broker is amqp_private_node  # one node for the run
+    assert amqp_private_broker.alarms() == []
+    _pid_of_the_killed_node.append(amqp_private_broker.pid)
+    amqp_private_broker.kill()
+    assert not amqp_private_broker.running()
+
+
+def test_the_next_test_gets_it_running_again(amqp_private_broker: RabbitNode) -> None:
+    assert amqp_private_broker.running()
+    assert amqp_private_broker.pid not in _pid_of_the_killed_node
+    with socket.create_connection(("127.0.0.1", amqp_private_broker.port), timeout=5):
+        pass
 
 
 # --------------------------------------------- users' test runs (subprocesses)

@@ -5,6 +5,7 @@ One node for the module (booting takes seconds); the shared broker is not touche
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import trustme
 from amqpfast.codec import BasicProperties
 from amqpfast.core import connect
 from amqpfast.exceptions import ChannelNotFoundEntity
-from amqpfast.testing.node import RabbitNode, TLSFiles
+from amqpfast.testing.node import RabbitNode, TLSFiles, private_broker
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists(),
@@ -71,3 +72,48 @@ async def test_tls_listener_and_rabbitmqctl(node: RabbitNode) -> None:
         assert conn.server_properties["product"] == "RabbitMQ"
         await conn.channel()
     assert "/" in node.rabbitmqctl("list_vhosts", "--quiet").split()
+
+
+def test_alarms_are_raised_lifted_and_gone_after_a_restart(node: RabbitNode) -> None:
+    with node.memory_alarm():
+        assert node.alarms() == ["memory"]
+    assert node.alarms() == []
+    node.set_disk_alarm()
+    assert node.alarms() == ["disk"]
+    first_pid = node.pid
+    node.restart()
+    assert node.pid != first_pid
+    # runtime settings: the new VM boots with the configured limits
+    assert node.alarms() == []
+
+
+def test_private_broker_boots_a_node_for_a_block_and_removes_it(tmp_path: Path) -> None:
+    async def use() -> RabbitNode:
+        async with private_broker() as node:
+            assert node.running()
+            async with await connect(node.url) as conn:
+                await conn.channel()
+            return node
+
+    async def cancel_while_booting() -> None:
+        entered = asyncio.Event()
+
+        async def enter() -> None:
+            async with private_broker(base_dir=str(tmp_path)):
+                entered.set()
+
+        task = asyncio.create_task(enter())
+        async with asyncio.timeout(60):
+            while not (tmp_path / "pid").exists():  # booting
+                await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not entered.is_set()
+
+    used = asyncio.run(use())
+    assert not used.running()
+    assert not used.base_dir.exists()
+    asyncio.run(cancel_while_booting())
+    # the cancelled boot was waited for and its node killed, not left behind
+    assert not RabbitNode.attach(str(tmp_path)).running()

@@ -56,7 +56,11 @@ class Proxy:
 
 
 class Base:
-    """Serialization for the patterns: pickle here, JSON in the ``Json*`` subclasses."""
+    """Serialization for the patterns: pickle here, JSON in the ``Json*`` subclasses.
+
+    Unpickling runs code the data names: a pattern that deserializes with
+    pickle lets whoever can publish to its queues run code in its process.
+    """
 
     __slots__ = ()
 

@@ -4,6 +4,10 @@ Each task is one persistent message whose body is the task's keyword
 arguments (pickled, or JSON with :class:`JsonMaster`). A worker acks a task
 that ran, rejects one that raised (requeued by default), and obeys
 :class:`NackMessage` and :class:`RejectMessage` raised by the task function.
+
+:class:`Master` unpickles task bodies, as aio-pika's does: whoever can
+publish to a task queue can run code in the worker. Use :class:`JsonMaster`
+(or :class:`CompressedJsonMaster`) unless every publisher is trusted.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import gzip
 import json
 import logging
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from types import MappingProxyType
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CompressedJsonMaster",
+    "DecompressionLimitError",
     "JsonMaster",
     "Master",
     "MessageProcessingError",
@@ -68,6 +74,22 @@ class RejectMessage(MessageProcessingError):
         self.requeue = requeue
 
 
+class DecompressionLimitError(RejectMessage):
+    """A compressed body expands beyond the allowed size (a "zip bomb"?).
+
+    Raised by :meth:`CompressedJsonMaster.deserialize`, before more than
+    ``limit`` bytes are held; a worker rejects the task without requeueing
+    it (dead-lettered if its queue has a dead-letter exchange).
+
+    :param limit: the largest decompressed size allowed, in bytes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(requeue=False)
+        self.args = (f"the body decompresses to more than {limit} bytes",)
+        self.limit = limit
+
+
 class Worker:
     """A consumer started by :meth:`Master.create_worker`.
 
@@ -102,6 +124,11 @@ class Worker:
 
 class Master(Base):
     """Hands out tasks to workers through queues.
+
+    Task bodies are pickled: unpickling runs code the body names, so anyone
+    who can publish to a task queue can run code in its workers. Use
+    :class:`JsonMaster` (or :class:`CompressedJsonMaster`) unless every
+    publisher is trusted.
 
     On the worker side::
 
@@ -181,6 +208,8 @@ class Master(Base):
             try:
                 await self.execute(func, self.deserialize(message.body))
             except RejectMessage as error:
+                if isinstance(error, DecompressionLimitError):
+                    log.error("task %r rejected: %s", message, error)
                 await message.reject(requeue=error.requeue)
             except NackMessage as error:
                 await message.nack(requeue=error.requeue)
@@ -247,11 +276,20 @@ class JsonMaster(Master):
 
 
 class CompressedJsonMaster(Master):
-    """A :class:`Master` whose tasks are gzip-compressed JSON."""
+    """A :class:`Master` whose tasks are gzip-compressed JSON.
+
+    A worker decompresses a task body only up to
+    :attr:`MAX_DECOMPRESSED_SIZE` bytes: a body that expands further (a few
+    KiB of gzip can expand to gigabytes) raises
+    :class:`DecompressionLimitError`, and the task is rejected without
+    requeueing. Set the attribute on a subclass (or the instance) to change it.
+    """
 
     SERIALIZER = json
     CONTENT_TYPE = "application/json;compression=gzip"
     COMPRESS_LEVEL = 6
+    #: the largest decompressed task body a worker accepts, in bytes (64 MiB)
+    MAX_DECOMPRESSED_SIZE = 64 * 1024 * 1024
 
     def serialize(self, data: Any) -> bytes:
         """The task's keyword arguments as gzipped UTF-8 JSON.
@@ -266,5 +304,22 @@ class CompressedJsonMaster(Master):
         """Decompress and decode a task body.
 
         :param data: the body received.
+        :raises DecompressionLimitError: it decompresses to more than
+            :attr:`MAX_DECOMPRESSED_SIZE` bytes.
         """
-        return json.loads(gzip.decompress(data))
+        return json.loads(_gunzip(data, self.MAX_DECOMPRESSED_SIZE))
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    # gzip.decompress with a bound: never more than limit + 1 bytes out.
+    # A loop, as gzip.decompress: a body may hold several gzip members.
+    out = bytearray()
+    while data:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
+        out += inflater.decompress(data, limit - len(out) + 1)
+        if len(out) > limit:
+            raise DecompressionLimitError(limit)
+        if not inflater.eof:
+            raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+        data = inflater.unused_data.lstrip(b"\x00")  # padding between members, as gzip's
+    return bytes(out)

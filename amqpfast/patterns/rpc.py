@@ -7,6 +7,9 @@ caller publishes the keyword arguments to that queue with ``reply_to`` and
 result, or the exception, to the caller's result queue. A call that expires
 in the method queue is dead-lettered back to the caller (its ``From`` header
 selects the result queue) and fails there with TimeoutError.
+
+:class:`RPC` pickles, as aio-pika's does: whoever can publish to its queues
+can run code in the callee or the caller. :class:`JsonRPC` speaks JSON.
 """
 
 from __future__ import annotations
@@ -67,8 +70,12 @@ class RPC(Base):
         assert await rpc.proxy.multiply(x=2, y=3) == 6
         assert await rpc.call("multiply", {"x": 2, "y": 3}) == 6
 
-    Payloads, results and exceptions are pickled: use :class:`JsonRPC` with
-    peers you do not trust.
+    Payloads, results and exceptions are pickled, and unpickling runs code
+    the data names: whoever can publish to a method queue can run code in
+    the callee, and whoever can publish to a result queue (directly, or
+    through the ``rpc.dlx`` exchange) can run code in the caller. Use
+    :class:`JsonRPC` unless everyone with write access to the virtual host
+    is trusted.
 
     :param channel: an open channel.
     :param host_exceptions: also log, on the callee, the exceptions its

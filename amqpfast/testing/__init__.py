@@ -10,7 +10,10 @@ does not import pytest; it holds what the fixtures are built on:
 - :class:`BrokerAdmin` and :func:`find_broker_admin`: create and delete virtual
   hosts and close connections as an operator would, through ``rabbitmqctl``
   (for a broker on this machine) or the management HTTP API;
-- :func:`unique_name` and :func:`with_vhost`, :func:`with_query` for URLs.
+- :func:`unique_name` and :func:`with_vhost`, :func:`with_query` for URLs;
+- :class:`RabbitNode` and :func:`private_broker`: a RabbitMQ node of this
+  machine's installation, private to the tests, that they may kill, restart
+  and put in a memory or disk alarm.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+from .node import NodeError, RabbitNode, ResourceAlarm, TLSFiles, private_broker
 from .proxy import TCPProxy
 
 __all__ = [
@@ -34,10 +38,15 @@ __all__ = [
     "BrokerAdmin",
     "BrokerAdminError",
     "ManagementAPIAdmin",
+    "NodeError",
+    "RabbitNode",
     "RabbitmqctlAdmin",
+    "ResourceAlarm",
     "TCPProxy",
+    "TLSFiles",
     "broker_url_from_env",
     "find_broker_admin",
+    "private_broker",
     "unique_name",
     "with_query",
     "with_vhost",

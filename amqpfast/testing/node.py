@@ -5,10 +5,15 @@ touch the shared broker: :class:`RabbitNode` boots another node of the
 installed ``rabbitmq-server`` with its own node name, ports, Erlang cookie,
 data and log directories (all under one temporary directory), and stops it by
 its own pid. Booting takes a few seconds, so boot one per test session.
+
+It can also raise the broker's resource alarms (memory, disk) on demand, which
+make it block publishing connections (Connection.Blocked) as a real shortage
+would. :func:`private_broker` boots one for an ``async with`` block.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -19,10 +24,14 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-__all__ = ["NodeError", "RabbitNode", "TLSFiles", "free_port"]
+__all__ = ["NodeError", "RabbitNode", "ResourceAlarm", "TLSFiles", "free_port", "private_broker"]
+
+_T = TypeVar("_T")
 
 # Debian installs the real scripts here; /usr/sbin's wrappers would su to the
 # rabbitmq user, who cannot read a root-owned temporary directory.
@@ -53,6 +62,19 @@ def free_port() -> int:
         return port
 
 
+async def _in_thread(func: Callable[..., _T], *args: Any) -> _T:
+    # A thread cannot be stopped: a cancelled caller still waits for the
+    # command to end, so that no boot or kill goes on behind its back.
+    future = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancellation is what the caller sees
+        raise
+
+
 def _executable(name: str) -> str:
     candidate = _DEBIAN_BIN / name
     if candidate.exists():
@@ -63,8 +85,42 @@ def _executable(name: str) -> str:
     return found
 
 
+class ResourceAlarm:
+    """A resource alarm of a :class:`RabbitNode`, raised for a ``with`` block.
+
+    ``with node.memory_alarm():`` raises it on entry and lifts it on exit. In
+    async code use ``async with``: it runs ``rabbitmqctl`` in a thread, so the
+    event loop, and the client under test, go on meanwhile.
+
+    :param switch: turns the alarm on (``True``) or off (``False``).
+    """
+
+    __slots__ = ("_switch",)
+
+    def __init__(self, switch: Callable[[bool], None]) -> None:
+        self._switch = switch
+
+    def __enter__(self) -> None:
+        self._switch(True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._switch(False)
+
+    async def __aenter__(self) -> None:
+        await _in_thread(self._switch, True)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await _in_thread(self._switch, False)
+
+
 class RabbitNode:
-    """One private RabbitMQ node: :meth:`start`, :meth:`kill`, :meth:`stop`, :meth:`close`.
+    """One private RabbitMQ node: :meth:`start`, :meth:`kill`, :meth:`stop`,
+    :meth:`restart`, :meth:`close`, and resource alarms on demand
+    (:meth:`memory_alarm`, :meth:`disk_alarm`).
+
+    Its methods block (``rabbitmqctl`` takes about a second, a boot several):
+    async tests call them through ``asyncio.to_thread``, or use
+    ``async with`` on the alarms.
 
     :param name: the Erlang node name's first part (``<name>@localhost``);
         unique by default.
@@ -73,6 +129,13 @@ class RabbitNode:
     :param base_dir: where its data, logs and cookie live (a new temporary
         directory by default, removed by :meth:`close`).
     """
+
+    #: the memory high watermark (a fraction of RAM) the node boots with, and
+    #: gets back when a memory alarm is lifted
+    MEMORY_HIGH_WATERMARK = 0.4
+    #: the free disk space the node needs (booted with, and restored when a
+    #: disk alarm is lifted)
+    DISK_FREE_LIMIT = "50MB"
 
     def __init__(
         self,
@@ -88,6 +151,7 @@ class RabbitNode:
         self.dist_port = free_port()
         self.tls_port = free_port() if tls else None
         self._process: subprocess.Popen[bytes] | None = None
+        self._alarms: set[str] = set()  # raised through this object
         self._write_config()
 
     @classmethod
@@ -101,6 +165,7 @@ class RabbitNode:
         node.base_dir = Path(base_dir)
         node.port, node.dist_port, node.tls_port = state["ports"]
         node._process = None
+        node._alarms = set()
         return node
 
     # ------------------------------------------------------------ addresses
@@ -138,7 +203,13 @@ class RabbitNode:
         if not cookie.exists():
             cookie.write_text(uuid.uuid4().hex.upper())
             cookie.chmod(0o400)
-        lines = [f"listeners.tcp.default = 127.0.0.1:{self.port}", "loopback_users = none"]
+        lines = [
+            f"listeners.tcp.default = 127.0.0.1:{self.port}",
+            "loopback_users = none",
+            # written out: lifting an alarm sets them back to these
+            f"vm_memory_high_watermark.relative = {self.MEMORY_HIGH_WATERMARK}",
+            f"disk_free_limit.absolute = {self.DISK_FREE_LIMIT}",
+        ]
         if self.tls:
             lines += [
                 f"listeners.ssl.default = 127.0.0.1:{self.tls_port}",
@@ -249,7 +320,21 @@ class RabbitNode:
             self.kill()
         self._reap()
 
+    def restart(self, kill: bool = False, timeout: float = 60.0) -> RabbitNode:
+        """Stop the node and boot it again with its data, on the same ports.
+
+        :param kill: SIGKILL it, as a crash would (no Connection.Close is
+            sent to clients), instead of a clean shutdown.
+        :param timeout: seconds the boot may take.
+        """
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        return self.start(timeout)
+
     def _reap(self) -> None:
+        self._alarms.clear()  # runtime settings: a new VM boots without them
         if self._process is not None:
             try:
                 self._process.wait(timeout=10)
@@ -269,10 +354,68 @@ class RabbitNode:
             self.rabbitmqctl("stop_app")
             self.rabbitmqctl("reset")
             self.rabbitmqctl("start_app")
+            self._alarms.clear()  # the restarted app read its configuration again
         else:
             shutil.rmtree(self.base_dir / "mnesia", ignore_errors=True)
             (self.base_dir / "mnesia").mkdir()
             self.start()
+
+    # ------------------------------------------------------------ resource alarms
+
+    def set_memory_alarm(self, on: bool = True) -> None:
+        """Raise or lift the memory alarm, at once.
+
+        Raising sets the memory high watermark to 0; lifting sets it back to
+        :attr:`MEMORY_HIGH_WATERMARK`. While the alarm is on, the broker
+        blocks each connection that publishes: it sends Connection.Blocked
+        (to clients that announce the ``connection.blocked`` capability)
+        and stops reading from it until the alarm is lifted
+        (Connection.Unblocked). Connections that only consume go on.
+
+        :param on: raise it (else lift it).
+        """
+        watermark = "0" if on else str(self.MEMORY_HIGH_WATERMARK)
+        self.rabbitmqctl("set_vm_memory_high_watermark", watermark)
+        self._mark_alarm("memory", on)
+
+    def set_disk_alarm(self, on: bool = True) -> None:
+        """Raise or lift the disk alarm, at once; publishers are blocked as
+        with :meth:`set_memory_alarm`.
+
+        Raising sets the free disk space the node needs to far more than any
+        disk has; lifting sets it back to :attr:`DISK_FREE_LIMIT`.
+
+        :param on: raise it (else lift it).
+        """
+        limit = str(2**60) if on else self.DISK_FREE_LIMIT
+        self.rabbitmqctl("set_disk_free_limit", limit)
+        self._mark_alarm("disk", on)
+
+    def _mark_alarm(self, resource: str, on: bool) -> None:
+        if on:
+            self._alarms.add(resource)
+        else:
+            self._alarms.discard(resource)
+
+    def memory_alarm(self) -> ResourceAlarm:
+        """The memory alarm (:meth:`set_memory_alarm`) for a ``with`` or ``async with`` block."""
+        return ResourceAlarm(self.set_memory_alarm)
+
+    def disk_alarm(self) -> ResourceAlarm:
+        """The disk alarm (:meth:`set_disk_alarm`) for a ``with`` or ``async with`` block."""
+        return ResourceAlarm(self.set_disk_alarm)
+
+    def alarms(self) -> list[str]:
+        """What the node reports an alarm for now, e.g. ``["memory"]`` (``rabbitmqctl status``)."""
+        status = json.loads(self.rabbitmqctl("status", "--formatter", "json"))
+        return sorted({alarm.get("resource") or alarm["type"] for alarm in status["alarms"]})
+
+    def clear_alarms(self) -> None:
+        """Lift the alarms raised through this object that are still on."""
+        if "memory" in self._alarms:
+            self.set_memory_alarm(False)
+        if "disk" in self._alarms:
+            self.set_disk_alarm(False)
 
     def close(self) -> None:
         """Kill the node and remove its directory (when it made one)."""
@@ -301,3 +444,35 @@ class RabbitNode:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+@contextlib.asynccontextmanager
+async def private_broker(
+    name: str | None = None,
+    tls: TLSFiles | None = None,
+    base_dir: str | None = None,
+    timeout: float = 60.0,
+) -> AsyncIterator[RabbitNode]:
+    """Boot a private :class:`RabbitNode` for an ``async with`` block, and
+    kill and remove it afterwards::
+
+        async with amqpfast.testing.private_broker() as node:
+            connection = await amqpfast.connect(node.url)
+            async with node.memory_alarm():
+                ...  # publishing blocks here
+            await asyncio.to_thread(node.restart, kill=True)
+
+    The boot (several seconds) and the removal run in a thread, so the event
+    loop goes on meanwhile. Boot one for many tests, not one each.
+
+    :param name: the Erlang node name's first part (unique by default).
+    :param tls: certificate files for an ``amqps://`` listener too.
+    :param base_dir: where its data and logs live (a temporary directory by default).
+    :param timeout: seconds the boot may take (:class:`NodeError` after that).
+    """
+    node = RabbitNode(name, tls, base_dir)
+    try:
+        await _in_thread(node.start, timeout)
+        yield node
+    finally:
+        await _in_thread(node.close)

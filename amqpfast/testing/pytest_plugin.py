@@ -34,6 +34,14 @@ function-scoped event loop; they work in its ``strict`` and ``auto`` modes):
     A started :class:`~amqpfast.testing.TCPProxy` to the broker:
     ``amqp_proxy.url(amqp_vhost_url)`` goes through it, and ``cut()``,
     ``stall()``, ``resume()`` break it; closed afterwards.
+``amqp_private_node`` (session)
+    A :class:`~amqpfast.testing.RabbitNode`: a RabbitMQ node of this machine's
+    installation, private to the run (own ports, data and Erlang node name),
+    booted once (some seconds) and killed at the end; skipped when
+    ``rabbitmq-server`` is not installed.
+``amqp_private_broker``
+    ``amqp_private_node``, running and without a resource alarm whatever the
+    tests before did to it: kill it, restart it, raise a memory or disk alarm.
 """
 
 from __future__ import annotations
@@ -58,12 +66,15 @@ from . import (
     with_query,
     with_vhost,
 )
+from .node import NodeError, RabbitNode, _executable
 
 __all__ = [
     "amqp_broker_admin",
     "amqp_broker_url",
     "amqp_channel",
     "amqp_connection",
+    "amqp_private_broker",
+    "amqp_private_node",
     "amqp_proxy",
     "amqp_unique_name",
     "amqp_vhost_url",
@@ -167,3 +178,40 @@ async def amqp_proxy(amqp_broker_url: str) -> AsyncIterator[TCPProxy]:
         yield proxy
     finally:
         await proxy.close()
+
+
+@pytest.fixture(scope="session")
+def amqp_private_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    """A private RabbitMQ node for the test run: booted once, killed at the end.
+
+    Its data and logs stay in pytest's temporary directory (``<basetemp>/amqp-node*``).
+    Skipped when ``rabbitmq-server`` is not installed on this machine.
+
+    :param tmp_path_factory: where the node's directory is made.
+    """
+    try:
+        _executable("rabbitmq-server")
+    except NodeError as error:
+        pytest.skip(f"amqpfast: no private broker: {error}")
+    node = RabbitNode(base_dir=str(tmp_path_factory.mktemp("amqp-node")))
+    try:
+        node.start()
+        yield node
+    finally:
+        node.close()
+
+
+@pytest.fixture
+def amqp_private_broker(amqp_private_node: RabbitNode) -> RabbitNode:
+    """The run's private node, running and with no alarm raised through it.
+
+    A test may kill, stop or restart it and raise alarms
+    (``node.memory_alarm()``, ``node.disk_alarm()``): the next test gets it
+    booted again (some seconds) and with those alarms lifted.
+
+    :param amqp_private_node: the node.
+    """
+    if not amqp_private_node.running():
+        amqp_private_node.start()
+    amqp_private_node.clear_alarms()
+    return amqp_private_node

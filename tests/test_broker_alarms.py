@@ -1,0 +1,70 @@
+"""What a client sees of the broker's resource alarms, on the run's private node.
+
+During a memory or disk alarm RabbitMQ blocks each connection that publishes:
+it sends Connection.Blocked and stops reading from it until the alarm is
+lifted (Connection.Unblocked). The shared broker cannot be put in an alarm;
+the private node (the plugin's ``amqp_private_broker``, booted once) can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pamqp.commands import Basic
+
+from amqpfast.core import Connection, connect
+from amqpfast.testing import RabbitNode
+
+pytestmark = pytest.mark.skipif(
+    not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists(),
+    reason="needs Debian's rabbitmq-server installation",
+)
+
+WAIT = 20  # seconds for anything the broker does: generous on a busy machine
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("resource", ["memory", "disk"])
+async def test_an_alarm_blocks_publishing_until_it_is_lifted(
+    amqp_private_broker: RabbitNode, unique: str, resource: str
+) -> None:
+    node = amqp_private_broker
+    alarm = node.memory_alarm() if resource == "memory" else node.disk_alarm()
+    async with await connect(node.url) as conn:
+        channel = await conn.channel()
+        await channel.queue_declare(unique, exclusive=True)
+        blocked: list[str] = []
+        unblocked: list[Connection] = []
+        conn.blocked_callbacks.append(lambda _conn, why: blocked.append(why))
+        conn.unblocked_callbacks.append(unblocked.append)
+
+        await conn.wait_unblocked(timeout=1)  # not blocked: returns at once
+        async with alarm:
+            # the broker blocks a connection when it next publishes
+            first = asyncio.ensure_future(channel.basic_publish(b"1", routing_key=unique))
+            await wait_until(lambda: conn.is_blocked)
+            assert len(blocked) == 1
+            assert resource in blocked[0]  # "low on memory", "low on disk"
+            second = asyncio.ensure_future(channel.basic_publish(b"2", routing_key=unique))
+            waiter = asyncio.ensure_future(conn.wait_unblocked(timeout=WAIT))
+            await asyncio.sleep(0.2)  # a moment: nothing may complete during the alarm
+            assert not first.done()
+            assert not second.done()
+            assert not waiter.done()
+            assert conn.is_blocked
+
+        await asyncio.wait_for(waiter, WAIT)
+        assert not conn.is_blocked
+        assert unblocked == [conn]
+        assert isinstance(await asyncio.wait_for(first, WAIT), Basic.Ack)
+        assert isinstance(await asyncio.wait_for(second, WAIT), Basic.Ack)
+        declared = await channel.queue_declare(unique, passive=True)
+        assert declared.message_count == 2
