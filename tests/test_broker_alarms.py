@@ -9,12 +9,15 @@ the private node (the plugin's ``amqp_private_broker``, booted once) can.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pamqp.commands import Basic
 
+import amqpfast
+from amqpfast import Message
 from amqpfast.core import Connection, connect
 from amqpfast.testing import RabbitNode
 
@@ -68,3 +71,24 @@ async def test_an_alarm_blocks_publishing_until_it_is_lifted(
         assert isinstance(await asyncio.wait_for(second, WAIT), Basic.Ack)
         declared = await channel.queue_declare(unique, passive=True)
         assert declared.message_count == 2
+
+
+async def test_a_publish_timeout_holds_during_an_alarm(
+    amqp_private_broker: RabbitNode, unique: str
+) -> None:
+    node = amqp_private_broker
+    async with await amqpfast.connect(node.url, timeout=WAIT) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(unique, exclusive=True)
+        low_level = connection.connection
+        async with node.memory_alarm():
+            first = asyncio.ensure_future(channel.default_exchange.publish(Message(b"1"), unique))
+            await wait_until(lambda: low_level.is_blocked)
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await channel.default_exchange.publish(Message(b"2"), unique, timeout=0.5)
+            assert time.monotonic() - started < 1.5
+        assert isinstance(await asyncio.wait_for(first, WAIT), Basic.Ack)
+        # the channel goes on; the message that timed out was never sent
+        await channel.default_exchange.publish(Message(b"3"), unique, timeout=WAIT)
+        assert (await queue.declare()).message_count == 2
