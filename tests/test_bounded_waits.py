@@ -112,6 +112,28 @@ async def test_a_channel_close_without_close_ok_is_bounded(
         await conn.close()
 
 
+async def test_a_close_behind_a_call_given_up_returns_quietly(
+    proxy: TCPProxy, amqp_url: str
+) -> None:
+    # the cancelled call closes the channel; the close waiting behind it has nothing left to do
+    conn = await connect(proxy.url(amqp_url) + "?heartbeat=0")
+    try:
+        channel = await conn.channel()
+        proxy.slow(0.5)
+        declaring = asyncio.ensure_future(channel.queue_declare("", exclusive=True))
+        await asyncio.sleep(0.1)
+        closing = asyncio.ensure_future(channel.close())
+        await asyncio.sleep(0.1)
+        declaring.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await declaring
+        await asyncio.wait_for(closing, 10)
+        assert channel.is_closed
+        proxy.slow(0)
+    finally:
+        await conn.close()
+
+
 # ------------------------------------------------------------ Connection.Blocked
 
 
