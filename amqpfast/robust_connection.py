@@ -179,33 +179,48 @@ class RobustConnection(Connection, AbstractRobustConnection):
         # The connection's one supervisor task: it reconnects when the
         # transport is lost and, while it is up, brings back the consumers
         # the broker cancelled, in one pass over every channel at a time.
+        # It ends with close() only: an error of its own (a bug, not the
+        # broker's doing) is logged with its traceback and it goes on.
+        failures = 0
         while not self._close_called:
-            transport = self.transport
-            assert transport is not None
-            closing = transport.connection.closing
-            woken = asyncio.ensure_future(self.__recovery.wait())
             try:
-                await asyncio.wait((closing, woken), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                woken.cancel()
-                if not closing.done():
-                    closing.cancel()  # the shield only, not the connection's future
-            if self._close_called:
-                return
-            if not transport.connection.is_closed:
-                self.__recovery.clear()
-                # cancels come in bursts (queues deleted, a node going
-                # down): one pass per reconnect_interval, which also paces
-                # the retries of a queue that is not back yet
-                if not await self.__lost_within(transport, self.reconnect_interval):
-                    await self.__recover_consumers()
-                continue
-            reason = None if closing.cancelled() else closing.exception()
-            log.warning("connection to %s lost (%s): reconnecting", self, reason)
-            self.__recovery.clear()  # the restore brings every consumer back
-            for channel in self._ordered_channels():
-                channel._on_connection_lost()
+                await self.__watch()
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("the supervisor of %s failed; going on", self)
+                await asyncio.sleep(self._backoff(failures - 1))
+
+    async def __watch(self) -> None:
+        # one turn: wait for a loss or a cancelled consumer, then deal with it
+        transport = self.transport
+        if transport is None:  # lost and not back (an error in a reconnect)
             await self._reconnect()
+            return
+        closing = transport.connection.closing
+        woken = asyncio.ensure_future(self.__recovery.wait())
+        try:
+            await asyncio.wait((closing, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            if not closing.done():
+                closing.cancel()  # the shield only, not the connection's future
+        if self._close_called:
+            return
+        if not transport.connection.is_closed:
+            self.__recovery.clear()
+            # cancels come in bursts (queues deleted, a node going
+            # down): one pass per reconnect_interval, which also paces
+            # the retries of a queue that is not back yet
+            if not await self.__lost_within(transport, self.reconnect_interval):
+                await self.__recover_consumers()
+            return
+        reason = None if closing.cancelled() else closing.exception()
+        log.warning("connection to %s lost (%s): reconnecting", self, reason)
+        self.__recovery.clear()  # the restore brings every consumer back
+        for channel in self._ordered_channels():
+            channel._on_connection_lost()
+        await self._reconnect()
 
     @staticmethod
     async def __lost_within(transport: UnderlayConnection, seconds: float) -> bool:

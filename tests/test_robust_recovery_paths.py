@@ -373,3 +373,33 @@ async def test_closing_a_channel_while_the_connection_drops_closes_it(amqp_url, 
         assert channel.is_closed
         await asyncio.wait_for(back.wait(), 10)
         assert channel.is_closed  # closed for good: not restored
+
+
+async def test_the_supervisor_survives_an_error_of_its_own(
+    amqp_url, unique, proxy, monkeypatch, caplog
+):
+    # a bug in the recovery path (here: raised once where a loss is handled)
+    # is logged with its traceback; the connection still comes back
+    original = RobustChannel._on_connection_lost
+    raised: list[RobustChannel] = []
+
+    def fails_once(self: RobustChannel) -> None:
+        if not raised:
+            raised.append(self)
+            raise RuntimeError("a bug in recovery")
+        original(self)
+
+    monkeypatch.setattr(RobustChannel, "_on_connection_lost", fails_once)
+    connection = await amqpfast.connect_robust(robust_url(proxy.url(amqp_url), unique))
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True)
+        with caplog.at_level(logging.ERROR, logger="amqpfast.robust"):
+            await cut_and_wait(connection, proxy)
+        assert raised == [channel]
+        failures = [record for record in caplog.records if "supervisor" in record.getMessage()]
+        assert len(failures) == 1 and failures[0].exc_info is not None
+        await channel.ready()
+        await queue.declare()  # restored on the new connection
+    finally:
+        await connection.close()
