@@ -37,6 +37,36 @@ def compiled_and_python() -> tuple[ModuleType, ModuleType]:
 
 # ---------------------------------------------------------------- the broker
 
+# Fixtures that reach a RabbitMQ broker: a test using any of them (even
+# through another fixture) is marked "broker", so that -m "not broker" runs
+# what needs none.
+BROKER_FIXTURES = frozenset(
+    (
+        "amqp_url",
+        "proxy",
+        "connection",
+        "channel",
+        "conn",
+        "node",
+        # the plugin's (amqpfast.testing.pytest_plugin)
+        "amqp_broker_url",
+        "amqp_broker_admin",
+        "amqp_vhost_url",
+        "amqp_connection",
+        "amqp_channel",
+        "amqp_proxy",
+        "amqp_private_broker",
+        "amqp_private_node",
+    )
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if BROKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.broker)
+
+
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item

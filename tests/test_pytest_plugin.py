@@ -146,6 +146,7 @@ def run_pytest(
     return done
 
 
+@pytest.mark.broker  # a pytest run of its own, against the broker
 @pytest.mark.skipif(not EXAMPLE.exists(), reason="examples/ is not in the sdist")
 def test_the_documented_example_passes() -> None:
     # As documented for runs without autoloading: -p enables the plugin. Strict
@@ -195,6 +196,7 @@ def user_project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.broker
 def test_the_entry_point_loads_the_plugin_and_vhosts_go_away(user_project: Path) -> None:
     before = vhosts()
     done = run_pytest("-W", "error", cwd=user_project)
