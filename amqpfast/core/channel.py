@@ -15,7 +15,6 @@ from pamqp import commands as spec
 
 from ..codec import BasicAck, BasicDeliver, BasicGetOk, BasicNack, BasicProperties, BasicReturn
 from ..exceptions import (
-    AMQPError,
     ChannelClosed,
     ChannelInvalidStateError,
     DeliveryError,
@@ -413,10 +412,11 @@ class Channel:
             log.warning("channel %d: no CloseOk within %s s; closed", self.number, timeout)
             if not self._awaiting_close_ok:  # still behind that call: the Close goes out now
                 self._abandon("Normal shutdown", error)
-        except AMQPError:
-            # closed meanwhile (a call ahead given up, the connection lost):
-            # closed all the same, as aiormq's close() has it
-            pass
+        except ChannelInvalidStateError:
+            # closed while this close waited behind a call that was given up
+            # (that closed the channel): nothing is left to do
+            if not self._closed:
+                raise
         finally:
             self._on_closed(error)
 
