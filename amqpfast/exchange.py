@@ -24,6 +24,8 @@ log = logging.getLogger("amqpfast.exchange")
 __all__ = ["Exchange", "ExchangeType"]
 
 Arguments = dict[str, Any] | None
+
+
 class Exchange(AbstractExchange):
     """An exchange on a channel (made by :meth:`Channel.declare_exchange`)."""
 
