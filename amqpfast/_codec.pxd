@@ -116,6 +116,12 @@ cdef class FrameReader:
     cdef object _error
     cdef bint _started
     cdef uint64_t _frame_max
+    cdef uint64_t _max_message_size
+    # the open channels (a container, None: any) and the one last found in
+    # it during the current feed (0: none yet), so that a run of frames on
+    # one channel costs one lookup
+    cdef object _channels
+    cdef uint16_t _open_channel
     cdef _LastString _consumer_tags
     cdef _LastString _exchanges
     cdef _LastString _routing_keys
@@ -125,6 +131,7 @@ cdef class FrameReader:
     cdef Py_ssize_t _top_up(self, const char* data, Py_ssize_t size) except -1
     cdef int _hold(self, const char* data, Py_ssize_t size) except -1
     cdef Py_ssize_t _parse(self, const uint8_t* data, Py_ssize_t size, list events) except -1
+    cdef int _check_channel(self, uint16_t channel) except -1
     cdef object _method(self, const uint8_t* data, Py_ssize_t start, Py_ssize_t end)
     cdef dict _headers(self, const uint8_t* data, Py_ssize_t* pos, Py_ssize_t end)
     cdef BasicProperties _properties(self, const uint8_t* data, Py_ssize_t pos, Py_ssize_t end)

@@ -21,11 +21,15 @@ from pamqp import base as _pamqp_base
 
 from . import _spec
 from .exceptions import (
+    CHANNEL_ERROR,
     FRAME_ERROR,
     NOT_IMPLEMENTED,
+    RESOURCE_ERROR,
     SYNTAX_ERROR,
     UNEXPECTED_FRAME,
+    ChannelNotOpenError,
     EncodeError,
+    MessageTooLarge,
     ProtocolError,
 )
 
@@ -53,9 +57,6 @@ cdef enum:
     BASIC_REJECT = 0x003C005A
     BASIC_NACK = 0x003C0078
     MAX_DEPTH = 64
-    # The first allocation for a body that arrives in pieces; it grows by
-    # doubling, so a header that announces a huge body costs nothing up front.
-    BODY_FIRST_ALLOCATION = 1048576
     ZERO_COPY_MIN = 65536
     # header keys remembered per position, see _LastString
     CACHED_HEADER_KEYS = 8
@@ -656,6 +657,22 @@ cdef inline uint64_t _checked_frame_max(value) except? 0:
     return value
 
 
+cdef inline uint64_t _checked_message_size(value) except? 0:
+    if (not isinstance(value, int) or isinstance(value, bool)
+            or not 0 <= value <= 0xFFFFFFFFFFFFFFFF):
+        raise ValueError(
+            f"max_message_size must be 0 or a positive 64-bit integer, not {value!r}"
+        )
+    return value
+
+
+cdef object _too_large(uint64_t size, uint64_t limit, uint16_t channel):
+    return MessageTooLarge(
+        RESOURCE_ERROR,
+        f"message of {size} bytes on channel {channel} exceeds max_message_size {limit}",
+    )
+
+
 cdef inline bint _carries_content(object method) noexcept:
     cdef type cls = type(method)
     return cls is BasicDeliver or cls is BasicGetOk or cls is BasicReturn or cls is BasicPublish
@@ -671,6 +688,13 @@ cdef class FrameReader:
 
     :param frame_max: the largest frame accepted, header and end octet
         included; set it again after Connection.Tune (0 means no limit).
+    :param max_message_size: the largest message body accepted; a content
+        header that announces more raises :class:`MessageTooLarge` (0 means
+        no limit).
+    :param channels: the numbers of the open channels (any container, read
+        at every feed: the connection's dict of channels); a frame on
+        another channel than 0 raises :class:`ChannelNotOpenError`. None
+        takes frames on any channel.
     """
 
     def __cinit__(self):
@@ -682,8 +706,11 @@ cdef class FrameReader:
         self._content_types = _LastString()
         self._header_keys = [_LastString() for _ in range(CACHED_HEADER_KEYS)]
 
-    def __init__(self, frame_max=_spec.FRAME_MAX_DEFAULT):
+    def __init__(self, frame_max=_spec.FRAME_MAX_DEFAULT,
+                 max_message_size=_spec.MAX_MESSAGE_SIZE_DEFAULT, channels=None):
         self._frame_max = _checked_frame_max(frame_max)
+        self._max_message_size = _checked_message_size(max_message_size)
+        self._channels = channels
 
     @property
     def frame_max(self):
@@ -693,6 +720,25 @@ cdef class FrameReader:
     @frame_max.setter
     def frame_max(self, value):
         self._frame_max = _checked_frame_max(value)
+
+    @property
+    def max_message_size(self):
+        """The largest message body accepted (0 = no limit)."""
+        return self._max_message_size
+
+    @max_message_size.setter
+    def max_message_size(self, value):
+        self._max_message_size = _checked_message_size(value)
+
+    @property
+    def channels(self):
+        """The numbers of the open channels (None: frames on any channel are taken)."""
+        return self._channels
+
+    @channels.setter
+    def channels(self, value):
+        self._channels = value
+        self._open_channel = 0
 
     @property
     def buffered(self):
@@ -713,6 +759,7 @@ cdef class FrameReader:
                 self._error.reply_code, f"stream already failed: {self._error.message}"
             )
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        self._open_channel = 0  # the channels may have changed since the last feed
         try:
             offset = 0
             if PyByteArray_GET_SIZE(self._buffer):
@@ -811,6 +858,8 @@ cdef class FrameReader:
                 break
             if data[stop] != FRAME_END:
                 raise ProtocolError(FRAME_ERROR, f"bad frame end octet 0x{data[stop]:02x}")
+            if channel != self._open_channel and kind != FRAME_HEARTBEAT:
+                self._check_channel(channel)
             if kind == FRAME_METHOD:
                 if self._partials and channel in self._partials:
                     raise ProtocolError(
@@ -841,6 +890,14 @@ cdef class FrameReader:
             pos = stop + 1
         return pos
 
+    cdef int _check_channel(self, uint16_t channel) except -1:
+        if self._channels is not None and channel not in self._channels:
+            raise ChannelNotOpenError(
+                CHANNEL_ERROR, f"frame on channel {channel}, which is not open"
+            )
+        self._open_channel = channel
+        return 0
+
     cdef Py_ssize_t _whole_message(self, const uint8_t* data, Py_ssize_t size, Py_ssize_t pos,
                                    uint16_t channel, object method, list events) except -2:
         # The fast path: when the content header and all body frames of a
@@ -865,6 +922,8 @@ cdef class FrameReader:
         if _rd16(data + pos + 7) != BASIC_CLASS_ID:
             return -1
         body_size = _rd64(data + pos + 11)
+        if self._max_message_size and body_size > self._max_message_size:
+            return -1
         remaining = body_size
         p = header_end + 1
         while remaining:
@@ -919,6 +978,8 @@ cdef class FrameReader:
                 UNEXPECTED_FRAME, f"content header of class {_rd16(data + start)}, not basic"
             )
         body_size = _rd64(data + start + 4)
+        if self._max_message_size and body_size > self._max_message_size:
+            raise _too_large(body_size, self._max_message_size, channel)
         partial.properties = self._properties(data, start + 12, end)
         partial.size = body_size
         if body_size == 0:
@@ -940,21 +1001,31 @@ cdef class FrameReader:
                 FRAME_ERROR,
                 f"body of {received} bytes exceeds the {partial.size} bytes announced",
             )
-        if partial.body == NULL:
-            wanted = <Py_ssize_t>min(partial.size, <uint64_t>BODY_FIRST_ALLOCATION)
-            partial.body = PyBytes_FromStringAndSize_RAW(NULL, max(wanted, length))
-        allocated = (<bytes>partial.body).__len__()
-        if <Py_ssize_t>received > allocated:
-            wanted = <Py_ssize_t>min(partial.size, <uint64_t>max(2 * allocated, <Py_ssize_t>received))
-            _PyBytes_Resize(&partial.body, wanted)
-        memcpy(PyBytes_AS_STRING_RAW(partial.body) + partial.received, data + start, length)
-        partial.received = <Py_ssize_t>received
-        if received == partial.size:
-            del self._partials[channel]
+        if partial.body == NULL and received == partial.size:
+            # the body in one frame: copied once, straight into the message
+            body = PyBytes_FromStringAndSize(<const char*>data + start, length)
+        else:
+            if partial.body == NULL:
+                if length == 0:
+                    return 0  # nothing to hold yet
+                # Memory follows the bytes received, not the size the header
+                # announced: room for twice this frame, then doubling.
+                partial.body = PyBytes_FromStringAndSize_RAW(
+                    NULL, <Py_ssize_t>min(partial.size, 2 * <uint64_t>length))
+            allocated = PyBytes_GET_SIZE(<object>partial.body)
+            if <Py_ssize_t>received > allocated:
+                wanted = <Py_ssize_t>min(partial.size,
+                                         <uint64_t>max(2 * allocated, <Py_ssize_t>received))
+                _PyBytes_Resize(&partial.body, wanted)
+            memcpy(PyBytes_AS_STRING_RAW(partial.body) + partial.received, data + start, length)
+            partial.received = <Py_ssize_t>received
+            if received < partial.size:
+                return 0
             body = <object>partial.body
             Py_XDECREF(partial.body)
             partial.body = NULL
-            events.append(ContentMessage(channel, partial.method, partial.properties, body))
+        del self._partials[channel]
+        events.append(ContentMessage(channel, partial.method, partial.properties, body))
         return 0
 
     cdef object _method(self, const uint8_t* data, Py_ssize_t start, Py_ssize_t end):

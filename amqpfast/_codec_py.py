@@ -13,18 +13,22 @@ import datetime
 import decimal
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from typing import Any, ClassVar
 
 from pamqp import base as _pamqp_base
 
 from . import _spec
 from .exceptions import (
+    CHANNEL_ERROR,
     FRAME_ERROR,
     NOT_IMPLEMENTED,
+    RESOURCE_ERROR,
     SYNTAX_ERROR,
     UNEXPECTED_FRAME,
+    ChannelNotOpenError,
     EncodeError,
+    MessageTooLarge,
     ProtocolError,
 )
 
@@ -633,15 +637,33 @@ class FrameReader:
 
     :param frame_max: the largest frame accepted, header and end octet
         included; set it again after Connection.Tune (0 means no limit).
+    :param max_message_size: the largest message body accepted; a content
+        header that announces more raises :class:`MessageTooLarge` (0 means
+        no limit).
+    :param channels: the numbers of the open channels (any container, read
+        at every feed: the connection's dict of channels); a frame on
+        another channel than 0 raises :class:`ChannelNotOpenError`. None
+        takes frames on any channel.
     """
 
-    def __init__(self, frame_max: int = _spec.FRAME_MAX_DEFAULT) -> None:
+    def __init__(
+        self,
+        frame_max: int = _spec.FRAME_MAX_DEFAULT,
+        max_message_size: int = _spec.MAX_MESSAGE_SIZE_DEFAULT,
+        channels: Container[int] | None = None,
+    ) -> None:
         self._buffer = bytearray()
         self._partials: dict[int, _Partial] = {}
         self._error: ProtocolError | None = None
         self._started = False
         self._frame_max = _spec.FRAME_MAX_DEFAULT
         self.frame_max = frame_max
+        self._max_message_size = 0
+        self.max_message_size = max_message_size
+        self.channels = channels
+        # the channel last found open during this feed: frames of one
+        # channel in a row are looked up once
+        self._open_channel = 0
 
     @property
     def frame_max(self) -> int:
@@ -651,6 +673,15 @@ class FrameReader:
     @frame_max.setter
     def frame_max(self, value: int) -> None:
         self._frame_max = _checked_frame_max(value)
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest message body accepted (0 = no limit)."""
+        return self._max_message_size
+
+    @max_message_size.setter
+    def max_message_size(self, value: int) -> None:
+        self._max_message_size = _checked_message_size(value)
 
     @property
     def buffered(self) -> int:
@@ -669,6 +700,7 @@ class FrameReader:
             )
         self._buffer += data
         events: list[Any] = []
+        self._open_channel = 0  # the channels may have changed since the last feed
         try:
             consumed = self._parse(self._buffer, events)
         except ProtocolError as error:
@@ -706,9 +738,19 @@ class FrameReader:
                 break
             if data[stop] != _spec.FRAME_END:
                 raise ProtocolError(FRAME_ERROR, f"bad frame end octet 0x{data[stop]:02x}")
+            if channel != self._open_channel and kind != _spec.FRAME_HEARTBEAT:
+                self._check_channel(channel)
             self._frame(kind, channel, data, pos + 7, stop, events)
             pos = stop + 1
         return pos
+
+    def _check_channel(self, channel: int) -> None:
+        channels = self.channels
+        if channels is not None and channel not in channels:
+            raise ChannelNotOpenError(
+                CHANNEL_ERROR, f"frame on channel {channel}, which is not open"
+            )
+        self._open_channel = channel
 
     def _frame(
         self, kind: int, channel: int, data: bytearray, start: int, stop: int, events: list[Any]
@@ -736,6 +778,8 @@ class FrameReader:
                 raise ProtocolError(
                     UNEXPECTED_FRAME, f"content header of class {class_id}, not basic"
                 )
+            if self._max_message_size and body_size > self._max_message_size:
+                raise _too_large(body_size, self._max_message_size, channel)
             partial.properties = _decode_properties(data, start + 12, stop)  # type: ignore[arg-type]
             partial.size = body_size
             if body_size == 0:
@@ -751,16 +795,34 @@ class FrameReader:
                     FRAME_ERROR,
                     f"body of {received} bytes exceeds the {partial.size} bytes announced",
                 )
-            partial.body += data[start:stop]
-            if received == partial.size:
-                del self._partials[channel]
-                events.append(
-                    ContentMessage(channel, partial.method, partial.properties, bytes(partial.body))
-                )
+            if received == partial.size and not partial.body:
+                body = bytes(data[start:stop])  # the body in one frame
+            else:
+                # held as it comes: memory follows the bytes received, not
+                # the size the header announced
+                partial.body += data[start:stop]
+                if received < partial.size:
+                    return
+                body = bytes(partial.body)
+            del self._partials[channel]
+            events.append(ContentMessage(channel, partial.method, partial.properties, body))
         else:  # heartbeat
             if channel != 0 or stop != start:
                 raise ProtocolError(FRAME_ERROR, "heartbeat frame must be empty and on channel 0")
             events.append(_HEARTBEAT)
+
+
+def _too_large(size: int, limit: int, channel: int) -> MessageTooLarge:
+    return MessageTooLarge(
+        RESOURCE_ERROR,
+        f"message of {size} bytes on channel {channel} exceeds max_message_size {limit}",
+    )
+
+
+def _checked_message_size(value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
+        raise ValueError(f"max_message_size must be 0 or a positive 64-bit integer, not {value!r}")
+    return value
 
 
 def _checked_frame_max(value: int) -> int:

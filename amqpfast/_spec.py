@@ -20,6 +20,9 @@ FRAME_MIN_SIZE: Final = 4096
 FRAME_MAX_DEFAULT: Final = 131072
 # A frame's size field is 32 bits wide: frame_max 0 ("no limit") means this.
 FRAME_MAX_UNLIMITED: Final = 0xFFFFFFFF
+# The largest message body a reader accepts unless told otherwise: RabbitMQ's
+# own default max_message_size.
+MAX_MESSAGE_SIZE_DEFAULT: Final = 128 * 1024 * 1024
 PROTOCOL_HEADER: Final = b"AMQP\x00\x00\x09\x01"
 HEARTBEAT_FRAME: Final = b"\x08\x00\x00\x00\x00\x00\x00\xce"
 BASIC_CLASS_ID: Final = 60

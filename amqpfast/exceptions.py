@@ -22,6 +22,7 @@ __all__ = [
     "ChannelInvalidStateError",
     "ChannelLockedResource",
     "ChannelNotFoundEntity",
+    "ChannelNotOpenError",
     "ChannelPreconditionFailed",
     "ConnectionChannelError",
     "ConnectionClosed",
@@ -31,6 +32,7 @@ __all__ = [
     "ConnectionInternalError",
     "ConnectionNotAllowed",
     "ConnectionNotImplemented",
+    "ConnectionProtocolError",
     "ConnectionResourceError",
     "ConnectionSyntaxError",
     "ConnectionUnexpectedFrame",
@@ -41,6 +43,7 @@ __all__ = [
     "IncompatibleProtocolError",
     "CONNECTION_EXCEPTIONS",
     "InvalidFrameError",
+    "MessageTooLarge",
     "MethodNotImplemented",
     "MessageProcessError",
     "ProbableAuthenticationError",
@@ -56,14 +59,18 @@ __all__ = [
 FRAME_ERROR = 501
 SYNTAX_ERROR = 502
 COMMAND_INVALID = 503
+CHANNEL_ERROR = 504
 UNEXPECTED_FRAME = 505
+RESOURCE_ERROR = 506
 NOT_IMPLEMENTED = 540
 
 REPLY_TEXTS = {
     FRAME_ERROR: "FRAME_ERROR",
     SYNTAX_ERROR: "SYNTAX_ERROR",
     COMMAND_INVALID: "COMMAND_INVALID",
+    CHANNEL_ERROR: "CHANNEL_ERROR",
     UNEXPECTED_FRAME: "UNEXPECTED_FRAME",
+    RESOURCE_ERROR: "RESOURCE_ERROR",
     NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
 }
 
@@ -171,6 +178,28 @@ class ConnectionClosed(AMQPConnectionError):
 
     def __str__(self) -> str:
         return f"({self.reply_code}) {self.reply_text}"
+
+
+class ConnectionProtocolError(ProtocolError, AMQPConnectionError):
+    """The broker (or something posing as it) broke the protocol: the connection ends.
+
+    A :class:`ProtocolError` (its ``reply_code`` is the one the client
+    closes the connection with) that is an :class:`AMQPConnectionError` as
+    well, so code that catches connection errors sees it.
+
+    :param reply_code: the AMQP reply code of the fault (502, 504, 506 ...).
+    :param message: what was wrong, in words.
+    """
+
+    reason = "protocol error: %s %s"
+
+
+class ChannelNotOpenError(ConnectionProtocolError):
+    """504: a frame came on a channel the client has not opened (or has closed)."""
+
+
+class MessageTooLarge(ConnectionProtocolError):
+    """506: a content header announced a body larger than ``max_message_size``."""
 
 
 class ConnectionForced(ConnectionClosed):

@@ -3,18 +3,21 @@
 The query options are aio-pika's: ``name``, ``cafile``, ``capath``,
 ``cadata``, ``keyfile``, ``certfile``, ``no_verify_ssl``, ``heartbeat``,
 ``interleave``, ``happy_eyeballs_delay``, ``reconnect_interval`` and
-``fail_fast``; and ``frame_max``, ``channel_max``, ``auth`` and
-``connection_timeout`` (also spelt ``timeout``).
+``fail_fast``; and ``frame_max``, ``channel_max``, ``auth``,
+``connection_timeout`` (also spelt ``timeout``) and ``max_message_size``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import ssl as _ssl
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 from yarl import URL
+
+from ._spec import FRAME_MIN_SIZE, MAX_MESSAGE_SIZE_DEFAULT
 
 __all__ = ["ConnectionParameters", "mask_password", "parse_bool", "parse_url"]
 
@@ -69,6 +72,8 @@ class ConnectionParameters:
     happy_eyeballs_delay: float | None = None
     reconnect_interval: float = 5.0
     fail_fast: bool = True
+    #: the largest message body accepted from the broker (0 = no limit)
+    max_message_size: int = MAX_MESSAGE_SIZE_DEFAULT
 
     @property
     def url(self) -> URL:
@@ -106,14 +111,105 @@ def _first_given(*values: float | None) -> float | None:
     return next((value for value in values if value is not None), None)
 
 
-def _number(query: dict[str, str], key: str, kind: type[int] | type[float]) -> Any:
-    raw = query.get(key)
+# The numeric options: what each may be, checked alike for URL options and
+# keyword arguments, so that a wrong value fails here and not half-way
+# through a handshake. name -> (lowest, highest, what is allowed).
+_INTEGER_OPTIONS: dict[str, tuple[int, int, str]] = {
+    "heartbeat": (0, 0xFFFF, "an integer from 0 to 65535 (seconds; 0 turns heartbeats off)"),
+    "frame_max": (0, 0xFFFFFFFF, "0 (no limit) or an integer from 4096 to 4294967295"),
+    "channel_max": (0, 0xFFFF, "an integer from 0 to 65535 (0: the broker's limit)"),
+    "max_message_size": (
+        0,
+        0xFFFFFFFFFFFFFFFF,
+        "0 (no limit) or a positive integer (bytes)",
+    ),
+    "interleave": (0, 0x7FFFFFFF, "an integer, 0 or more"),
+}
+_SECONDS_OPTIONS = ("connection_timeout", "happy_eyeballs_delay", "reconnect_interval")
+_SECONDS_ALLOWED = "a number of seconds, 0 or more"
+_FLAG_ALLOWED = (
+    "a boolean: true, yes, y, on, enable, enabled, 1 or false, no, n, off, disable, "
+    "disabled, 0 (any case)"
+)
+
+
+def _invalid(source: str, key: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"{source} {key}={value!r} is invalid: expected {allowed}")
+
+
+def _checked(key: str, value: Any, source: str, shown: Any = None, name: str = "") -> Any:
+    """``value`` if it is allowed for the numeric option ``key``, else ValueError.
+
+    ``shown`` and ``name`` are what the message quotes (the URL's text, the
+    option's other name); by default the value and ``key``.
+    """
+    shown = value if shown is None else shown
+    name = name or key
+    if key in _INTEGER_OPTIONS:
+        low, high, allowed = _INTEGER_OPTIONS[key]
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not low <= value <= high
+            or (key == "frame_max" and 0 < value < FRAME_MIN_SIZE)
+        ):
+            raise _invalid(source, name, shown, allowed)
+        return value
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise _invalid(source, name, shown, _SECONDS_ALLOWED)
+    return float(value)
+
+
+def _number(query: dict[str, str], key: str, name: str = "") -> Any:
+    """The numeric URL option ``name`` (default ``key``), checked as ``key``."""
+    raw = query.get(name or key)
     if raw is None or raw == "":
         return None
+    integer = key in _INTEGER_OPTIONS
     try:
-        return kind(raw)
+        value: Any = int(raw) if integer else float(raw)
     except ValueError:
-        raise ValueError(f"URL option {key}={raw!r} is not a number") from None
+        value = None  # refused below, with the text as written
+    return _checked(key, value, "URL option", raw, name)
+
+
+def _flag(query: dict[str, str], key: str, default: str) -> bool:
+    raw = query.get(key, default)
+    try:
+        return parse_bool(raw)
+    except ValueError:
+        raise _invalid("URL option", key, raw, _FLAG_ALLOWED) from None
+
+
+def _check_utf8(url: URL) -> None:
+    """Refuse parts that are not UTF-8 once percent-decoded.
+
+    yarl puts U+FFFD in place of such bytes (or keeps the escapes), so the
+    value would silently be another one: a password or a flag that was
+    never written.
+    """
+    for pair in url.raw_query_string.split("&"):
+        raw_key, _, raw_value = pair.partition("=")
+        try:
+            unquote_to_bytes(raw_value).decode("utf-8")
+        except UnicodeDecodeError:
+            key = unquote(raw_key, errors="replace")
+            raise ValueError(
+                f"URL option {key}={raw_value!r} is invalid: its percent-escapes are not UTF-8"
+            ) from None
+    parts = (("user name", url.raw_user), ("password", url.raw_password), ("path", url.raw_path))
+    for what, raw in parts:
+        try:
+            unquote_to_bytes(raw or "").decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"the URL's {what} is invalid: its percent-escapes are not UTF-8"
+            ) from None
 
 
 def parse_url(url: str | URL | None = None, **overrides: Any) -> ConnectionParameters:
@@ -122,7 +218,8 @@ def parse_url(url: str | URL | None = None, **overrides: Any) -> ConnectionParam
     :param url: ``amqp://`` or ``amqps://`` URL; None means the defaults.
     :param overrides: any :class:`ConnectionParameters` field (``host``,
         ``port``, ``login``, ``password``, ``virtualhost``, ``ssl`` ...).
-    :raises ValueError: an unknown scheme or a malformed option.
+    :raises ValueError: an unknown scheme, or an option whose value is not
+        allowed (the message names the option, its value and what it may be).
     """
     values: dict[str, Any] = {}
     if url is not None:
@@ -130,6 +227,7 @@ def parse_url(url: str | URL | None = None, **overrides: Any) -> ConnectionParam
         if url.scheme not in ("amqp", "amqps"):
             raise ValueError(f"unsupported URL scheme {url.scheme!r}: use amqp:// or amqps://")
         secure = url.scheme == "amqps"
+        _check_utf8(url)
         query = dict(url.query)
         values.update(
             host=url.host or "localhost",
@@ -144,27 +242,36 @@ def parse_url(url: str | URL | None = None, **overrides: Any) -> ConnectionParam
             cadata=query.get("cadata"),
             keyfile=query.get("keyfile"),
             certfile=query.get("certfile"),
-            no_verify_ssl=parse_bool(query.get("no_verify_ssl", "0")),
-            heartbeat=_number(query, "heartbeat", int),
-            frame_max=_number(query, "frame_max", int),
-            channel_max=_number(query, "channel_max", int),
+            no_verify_ssl=_flag(query, "no_verify_ssl", "0"),
+            heartbeat=_number(query, "heartbeat"),
+            frame_max=_number(query, "frame_max"),
+            channel_max=_number(query, "channel_max"),
             auth=query.get("auth", "PLAIN").upper(),
             connection_timeout=_first_given(
-                _number(query, "connection_timeout", float), _number(query, "timeout", float)
+                # "timeout" is its other name
+                _number(query, "connection_timeout"),
+                _number(query, "connection_timeout", "timeout"),
             ),
-            interleave=_number(query, "interleave", int),
-            happy_eyeballs_delay=_number(query, "happy_eyeballs_delay", float),
-            fail_fast=parse_bool(query.get("fail_fast", "1")),
+            interleave=_number(query, "interleave"),
+            happy_eyeballs_delay=_number(query, "happy_eyeballs_delay"),
+            fail_fast=_flag(query, "fail_fast", "1"),
         )
-        interval = _number(query, "reconnect_interval", float)
-        if interval is not None:
-            values["reconnect_interval"] = interval
-    values.update({key: value for key, value in overrides.items() if value is not None})
+        for key in ("reconnect_interval", "max_message_size"):
+            value = _number(query, key)
+            if value is not None:
+                values[key] = value
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in _INTEGER_OPTIONS or key in _SECONDS_OPTIONS:
+            value = _checked(key, value, "keyword")
+        values[key] = value
     if "port" not in values and values.get("ssl"):
         values["port"] = 5671
     parameters = ConnectionParameters(**values)
     if parameters.auth not in AUTH_MECHANISMS:
         raise ValueError(
-            f"unknown auth mechanism {parameters.auth!r}: use one of {AUTH_MECHANISMS}"
+            f"auth={parameters.auth!r} is invalid: expected one of {', '.join(AUTH_MECHANISMS)}"
+            " (any case)"
         )
     return parameters

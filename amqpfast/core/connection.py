@@ -15,13 +15,16 @@ from pamqp import commands as spec
 from yarl import URL
 
 from .. import codec
+from .._spec import FRAME_MIN_SIZE
 from .._version import __version__
 from ..codec import ContentMessage, FrameWriter, MethodFrame
 from ..exceptions import (
+    SYNTAX_ERROR,
     AMQPConnectionError,
     AMQPError,
     AuthenticationError,
     ConnectionClosed,
+    ConnectionProtocolError,
     HeartbeatTimeout,
     IncompatibleProtocolError,
     ProbableAuthenticationError,
@@ -56,6 +59,18 @@ class ConnectionTimeout(AMQPConnectionError, TimeoutError):
     """The connection was not open within the connect timeout."""
 
 
+def _mechanisms(offered: Any) -> str:
+    """The broker's space-separated SASL mechanisms as text.
+
+    They are ASCII names. The codec hands out a long string that is not
+    UTF-8 as bytes: from a broken or hostile peer, whose other bytes must
+    not fail the decoding; they only make names that match none of ours.
+    """
+    if isinstance(offered, (bytes, bytearray)):
+        return bytes(offered).decode("ascii", "replace")
+    return str(offered)
+
+
 def _negotiate(client: int | None, server: int, default: int) -> int:
     """The lower of two limits, where 0 means "no limit"."""
     wanted = default if client is None else client
@@ -85,8 +100,13 @@ class Connection:
     :param ssl_context: a TLS context of your own (TLS is then used whatever
         the URL's scheme); ``context`` is aiormq's name for it.
     :param loop: the event loop (default: the running one).
+    :param max_message_size: the largest message body taken from the broker,
+        in bytes (the URL option of that name; default 128 MiB, RabbitMQ's
+        own limit; 0 = no limit). A content header that announces more
+        closes the connection with :class:`~amqpfast.exceptions.MessageTooLarge`.
     :param parameters: keyword overrides of the URL (``host``, ``port``,
         ``login``, ``password``, ``virtualhost``, ``heartbeat`` ...).
+    :raises ValueError: an option has a value it may not have.
     """
 
     def __init__(
@@ -97,9 +117,12 @@ class Connection:
         ssl_context: ssl.SSLContext | None = None,
         context: ssl.SSLContext | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        max_message_size: int | None = None,
         **parameters: Any,
     ) -> None:
-        self.parameters: ConnectionParameters = parse_url(url, **parameters)
+        self.parameters: ConnectionParameters = parse_url(
+            url, max_message_size=max_message_size, **parameters
+        )
         self._ssl_context = ssl_context or context
         self.loop = loop or asyncio.get_running_loop()
         self._extra_client_properties = client_properties or {}
@@ -151,6 +174,11 @@ class Connection:
         """Seconds the connect may take (the URL's ``timeout``, else 30)."""
         timeout = self.parameters.connection_timeout
         return DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest message body taken from the broker, in bytes (0 = no limit)."""
+        return self.parameters.max_message_size
 
     @property
     def vhost(self) -> str:
@@ -324,10 +352,10 @@ class Connection:
         self._flush()
 
         start = await self._expect(spec.Connection.Start)
-        self.server_properties = start.server_properties or {}
+        server_properties = start.server_properties
+        self.server_properties = server_properties if isinstance(server_properties, dict) else {}
         mechanism = parameters.auth
-        offered = start.mechanisms
-        offered = offered.decode() if isinstance(offered, bytes) else str(offered)
+        offered = _mechanisms(start.mechanisms)
         if mechanism not in offered.split():
             raise AuthenticationError(
                 f"the broker offers {offered!r}, the client is set to {mechanism!r}"
@@ -347,6 +375,13 @@ class Connection:
             if isinstance(method, spec.Connection.Tune):
                 break
             self._send_method(0, spec.Connection.SecureOk(response=self._auth_response()))
+        if 0 < method.frame_max < FRAME_MIN_SIZE:
+            # the reader and writer cannot work below the protocol's minimum
+            raise ConnectionProtocolError(
+                SYNTAX_ERROR,
+                f"the broker proposed frame_max {method.frame_max}, below the protocol's"
+                f" minimum of {FRAME_MIN_SIZE}",
+            )
         self.channel_max = _negotiate(
             parameters.channel_max, method.channel_max, DEFAULT_CHANNEL_MAX
         )
@@ -563,6 +598,11 @@ class Connection:
             log.exception("callback %r failed", callback)
 
     def _on_protocol_error(self, error: ProtocolError) -> None:
+        if not isinstance(error, AMQPConnectionError):
+            # it ends the connection: callers catching connection errors see it too
+            cause = error
+            error = ConnectionProtocolError(cause.reply_code, cause.message)
+            error.__cause__ = cause
         log.error("closing the connection: the broker sent %s", error)
         try:
             self._writer.method(

@@ -21,7 +21,12 @@ class AMQPProtocol(asyncio.Protocol):
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
-        self.reader = FrameReader()
+        # Frames on a channel that is not in the connection's dict (its open
+        # channels, and those whose Close awaits its CloseOk) end the
+        # connection: a peer cannot make us hold content nobody will take.
+        self.reader = FrameReader(
+            max_message_size=connection.max_message_size, channels=connection._channels
+        )
         self.transport: asyncio.Transport | None = None
         self.received = True  # something came since the last heartbeat tick
         self.paused = False
