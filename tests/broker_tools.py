@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 # The proxy lives in the package, for users' tests too; the suite imports it from here.
@@ -71,6 +71,13 @@ def close_connections_named(name: str, reason: str = "closed by the test") -> in
     for pid in pids:
         rabbitmqctl("close_connection", pid, reason)
     return len(pids)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` is true (TimeoutError after ``timeout``): no sleep-then-assert."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
 
 
 async def wait_for_connection_named(name: str, timeout: float = 10.0) -> None:

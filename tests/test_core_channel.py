@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from broker_tools import loop_exception_log
+from broker_tools import loop_exception_log, wait_until
 from pamqp import commands as spec
 
 from amqpfast.codec import BasicProperties
@@ -179,10 +179,12 @@ async def test_prefetch_limits_unacked_deliveries(channel: Channel):
     held: list[DeliveredMessage] = []
     await channel.basic_consume(queue, held.append)
 
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: len(held) == 3)
+    await asyncio.sleep(0.2)  # and no more come
     assert len(held) == 3
     await channel.basic_ack(held[-1].delivery_tag, multiple=True)
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: len(held) == 6)
+    await asyncio.sleep(0.2)
     assert len(held) == 6
 
 
@@ -191,10 +193,10 @@ async def test_recover_redelivers_unacked(channel: Channel):
     await channel.basic_publish(b"again", routing_key=queue)
     seen: list[DeliveredMessage] = []
     await channel.basic_consume(queue, seen.append)
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: len(seen) == 1)
 
     await channel.basic_recover(requeue=True)
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: len(seen) == 2)
 
     assert [m.body for m in seen] == [b"again", b"again"]
     assert seen[1].redelivered is True
@@ -316,7 +318,7 @@ async def test_broker_cancel_is_reported(connection: Connection, unique: str):
 
     other = await connection.channel()
     await other.queue_delete(unique)
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: bool(cancelled))
 
     assert cancelled == [ok.consumer_tag]
     assert ok.consumer_tag not in channel.consumers
@@ -365,8 +367,8 @@ async def test_a_cancelled_call_closes_the_channel(channel: Channel):
     with pytest.raises(asyncio.CancelledError):
         await call
     assert channel.is_closed
-    await asyncio.sleep(0.2)  # the CloseOk frees the number
-    assert channel.number not in channel.connection.channels
+    # the CloseOk frees the number
+    await wait_until(lambda: channel.number not in channel.connection.channels)
 
 
 async def test_publishers_wait_while_the_transport_is_paused(proxy, amqp_url):

@@ -6,7 +6,12 @@ import asyncio
 import gc
 
 import pytest
-from broker_tools import close_connections_named, loop_exception_log, wait_for_connection_named
+from broker_tools import (
+    close_connections_named,
+    loop_exception_log,
+    wait_for_connection_named,
+    wait_until,
+)
 from pamqp import commands as spec
 
 from amqpfast.codec import FrameWriter
@@ -86,8 +91,7 @@ async def test_blocked_and_unblocked_are_reported(proxy, amqp_url, unique):
     await wait_for_connection_named(unique)
 
     proxy.inject(connection_method_frame(spec.Connection.Blocked(reason="low on memory")))
-    await asyncio.sleep(0.2)
-    assert conn.is_blocked
+    await wait_until(lambda: conn.is_blocked)
     waiter = asyncio.ensure_future(conn.wait_unblocked(timeout=10))
     await asyncio.sleep(0.1)
     assert not waiter.done()
