@@ -205,6 +205,8 @@ class RobustConnection(Connection, AbstractRobustConnection):
             woken.cancel()
             if not closing.done():
                 closing.cancel()  # the shield only, not the connection's future
+            elif not closing.cancelled():
+                closing.exception()  # retrieved: close() may end this turn before it is read
         if self._close_called:
             return
         if not transport.connection.is_closed:

@@ -220,6 +220,17 @@ def report(
     return "\n".join(lines)
 
 
+# Sections after this line come from other tests (the fault matrix, fuzzing):
+# a new report keeps them as they are.
+KEPT = "<!-- written by hand or other tools: scripts/reliability.py keeps what follows -->"
+
+
+def kept_sections(out: Path) -> str:
+    text = out.read_text() if out.exists() else ""
+    start = text.find(KEPT)
+    return "\n" + text[start:] if start >= 0 else ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "RELIABILITY.md"))
@@ -251,7 +262,8 @@ def main() -> int:
         took = time.monotonic() - started
         figures = json.loads(figures_file.read_text()) if figures_file.exists() else {}
         tests = outcomes(junit) if junit.exists() else []
-    Path(options.out).write_text(report(figures, tests, shown, took, status))
+    out = Path(options.out)
+    out.write_text(report(figures, tests, shown, took, status) + kept_sections(out))
     print(f"wrote {options.out} ({shlex.join(command[:4])}: exit {status}, {took:.0f} s)")
     return status
 
