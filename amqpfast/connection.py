@@ -6,7 +6,7 @@ import asyncio
 import logging
 import ssl
 import warnings
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Literal, Self
 
 from yarl import URL
@@ -20,9 +20,9 @@ from .abc import (
 )
 from .channel import Channel
 from .core import Connection as LowLevelConnection
-from .exceptions import AMQPConnectionError
+from .exceptions import CONNECTION_EXCEPTIONS, AMQPConnectionError
 from .tools import CallbackCollection
-from .url import mask_password
+from .url import host_urls, mask_password, split_hosts
 
 log = logging.getLogger("amqpfast.connection")
 
@@ -92,11 +92,18 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 class Connection(AbstractConnection):
     """A connection to RabbitMQ; :func:`connect` makes and opens one.
 
-    :param url: ``amqp://`` or ``amqps://`` URL with aio-pika's query options.
+    :param url: ``amqp://`` or ``amqps://`` URL with aio-pika's query
+        options; or several hosts (the nodes of a cluster): a URL with a host
+        list (``amqp://user:pw@h1:5672,h2:5673,h3/vhost``) or a list of URLs.
+        :meth:`connect` tries them in turn (in an order shuffled once when
+        ``shuffle`` is on); :attr:`url` is the one in use.
     :param loop: the event loop (default: the running one).
     :param ssl_context: a TLS context of your own (replaces the URL's TLS options).
     :param client_properties: extra properties shown by the broker.
-    :param kwargs: values for :attr:`PARAMETERS` (they win over the URL's).
+    :param kwargs: values for :attr:`PARAMETERS` (they win over the URL's),
+        and ``shuffle`` (wins over the first URL's option of that name).
+    :raises ValueError: a host list that cannot be read, or a ``shuffle``
+        that is not a boolean.
     """
 
     CHANNEL_CLASS: type[Channel] = Channel
@@ -110,13 +117,15 @@ class Connection(AbstractConnection):
 
     def __init__(
         self,
-        url: URL | str,
+        url: URL | str | Sequence[URL | str],
         loop: asyncio.AbstractEventLoop | None = None,
         ssl_context: ssl.SSLContext | None = None,
         client_properties: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.url = URL(url)
+        # one URL per host, in the order they are tried (shuffled once here)
+        self._urls: list[URL] = host_urls(url, kwargs.get("shuffle"))
+        self.url = self._urls[0]
         self.loop = loop or _event_loop()
         self.ssl_context = ssl_context
         self.client_properties = client_properties
@@ -181,8 +190,30 @@ class Connection(AbstractConnection):
     async def connect(self, timeout: TimeoutType = None) -> None:
         """Open the connection (TCP or TLS, then the AMQP handshake).
 
-        :raises AMQPConnectionError: :meth:`close` was called meanwhile.
+        Given several hosts, they are tried in turn until one connects; the
+        error of the last one is raised if none does (with a note for each
+        host tried before it).
+
+        :param timeout: seconds for each host (the connect and the handshake).
+        :raises AMQPConnectionError: no host could be reached, or
+            :meth:`close` was called meanwhile.
         """
+        failures: list[str] = []
+        for index, url in enumerate(self._urls):
+            self.url = url
+            try:
+                await self._connect_url(timeout)
+                return
+            except CONNECTION_EXCEPTIONS as error:
+                if self._close_called or index == len(self._urls) - 1:
+                    for failure in failures:
+                        error.add_note(failure)
+                    raise
+                failures.append(f"tried before: {self}: {type(error).__name__}: {error}")
+                log.info("cannot connect to %s (%s); trying the next host", self, error)
+
+    async def _connect_url(self, timeout: TimeoutType) -> None:
+        # one attempt, to self.url
         # a task of its own, so that close() can stop a handshake that stalls
         attempt = self._connecting = asyncio.ensure_future(
             UnderlayConnection.connect(
@@ -272,6 +303,7 @@ class Connection(AbstractConnection):
     ) -> None:
         """Give the broker a new secret (e.g. a refreshed OAuth 2 token)."""
         await self.connection.update_secret(new_secret, reason=reason, timeout=timeout)
+        self._urls = [url.with_password(new_secret) for url in self._urls]
         self.url = self.url.with_password(new_secret)
 
     async def __aenter__(self) -> Self:
@@ -297,7 +329,8 @@ def make_url(
     """The URL :func:`connect` uses: ``url``, else one built from the parts.
 
     ``ssl_options`` and further keyword arguments become query options (a
-    bool as 0 or 1), added to ``url`` when it is given.
+    bool as 0 or 1), added to ``url`` when it is given. ``url`` has one
+    host (see :func:`amqpfast.url.split_hosts` for a host list).
     """
     options: dict[str, Any] = {**kwargs, **(ssl_options or {})}
     query = {
@@ -318,8 +351,16 @@ def make_url(
     )
 
 
+def _make_urls(url: str | URL | Sequence[str | URL] | None, **parts: Any) -> list[URL]:
+    """:func:`make_url` of each host of ``url`` (one URL, a host list or a list of URLs)."""
+    if url is None:
+        return [make_url(None, **parts)]
+    given = [url] if isinstance(url, (str, URL)) else list(url)
+    return [make_url(one, **parts) for entry in given for one in split_hosts(entry)]
+
+
 async def connect(
-    url: str | URL | None = None,
+    url: str | URL | Sequence[str | URL] | None = None,
     *,
     host: str = "localhost",
     port: int = 5672,
@@ -338,26 +379,34 @@ async def connect(
     """Open a connection, as aio-pika's ``connect`` does.
 
     :param url: ``amqp://user:password@host:port/vhost?options`` (the parts
-        below are used when it is None).
+        below are used when it is None). Several hosts (the nodes of a
+        cluster) are tried in turn until one connects: a host list
+        (``amqp://user:password@host1:5672,host2:5673,host3/vhost?options``)
+        or a list of URLs.
     :param ssl_options: TLS options (cafile, certfile ...) for amqps.
     :param ssl_context: a TLS context of your own.
-    :param timeout: seconds for the connection to open.
+    :param timeout: seconds for the connection to open (to each host).
     :param client_properties: extra properties shown by the broker
         (``connection_name`` names the connection).
-    :param kwargs: more URL options (``heartbeat``, ``name`` ...).
+    :param kwargs: more URL options (``heartbeat``, ``name`` ...;
+        ``shuffle=True`` tries the hosts in an order shuffled once).
+    :raises AMQPConnectionError: no host could be reached (the last host's
+        error, of a subclass for a refused login ...).
+    :raises ValueError: a URL or an option that cannot be read.
     """
+    urls = _make_urls(
+        url,
+        host=host,
+        port=port,
+        login=login,
+        password=password,
+        virtualhost=virtualhost,
+        ssl=ssl,
+        ssl_options=ssl_options,
+        **kwargs,
+    )
     connection = connection_class(
-        make_url(
-            url,
-            host=host,
-            port=port,
-            login=login,
-            password=password,
-            virtualhost=virtualhost,
-            ssl=ssl,
-            ssl_options=ssl_options,
-            **kwargs,
-        ),
+        urls[0] if len(urls) == 1 else urls,
         loop=loop,
         ssl_context=ssl_context,
         **({} if client_properties is None else {"client_properties": client_properties}),

@@ -19,7 +19,7 @@ from .abc import (
     TimeoutType,
     UnderlayConnection,
 )
-from .connection import Connection, make_url, parse_bool, parse_timeout
+from .connection import Connection, _make_urls, parse_bool, parse_timeout
 from .exceptions import CONNECTION_EXCEPTIONS, AMQPChannelError, AMQPConnectionError
 from .robust_channel import RobustChannel
 from .tools import CallbackCollection
@@ -53,8 +53,11 @@ class RobustConnection(Connection, AbstractRobustConnection):
     ``fail_fast`` (URL option, default true): the first connect raises its
     error; false: it waits until the broker can be reached.
 
-    Given several URLs (the nodes of a cluster), attempts go to each in
-    turn; the reconnect options are read from the first one.
+    Given several hosts (the nodes of a cluster: a list of URLs, or a URL
+    with a host list ``amqp://user:pw@h1:5672,h2:5673,h3/vhost``), attempts
+    go to each in turn, the first connect as well as every reconnect; with
+    ``shuffle`` (URL option or keyword) in an order shuffled once. The
+    reconnect options are read from the first URL.
     """
 
     CHANNEL_CLASS = RobustChannel
@@ -73,12 +76,8 @@ class RobustConnection(Connection, AbstractRobustConnection):
         loop: asyncio.AbstractEventLoop | None = None,
         **kwargs: Any,
     ) -> None:
-        # several URLs (the nodes of a cluster) are tried in turn
-        urls = [url] if isinstance(url, (str, URL)) else list(url)
-        if not urls:
-            raise ValueError("connect_robust needs at least one URL")
-        self._urls: list[URL] = [URL(one) for one in urls]
-        super().__init__(self._urls[0], loop, **kwargs)
+        # several hosts (the nodes of a cluster) are tried in turn: self._urls
+        super().__init__(url, loop, **kwargs)
         self.reconnect_interval: float = self.kwargs.pop("reconnect_interval")
         self.fail_fast: bool = self.kwargs.pop("fail_fast")
         self.reconnect_callbacks: CallbackCollection[Any, ...] = CallbackCollection(self)
@@ -110,7 +109,7 @@ class RobustConnection(Connection, AbstractRobustConnection):
         self.connection_attempt += 1
         self._last_attempt = self.loop.time()
         self.url = self._urls[(self.connection_attempt - 1) % len(self._urls)]
-        await Connection.connect(self, timeout)
+        await self._connect_url(timeout)
 
     async def connect(self, timeout: TimeoutType = None) -> None:
         """Connect; with ``fail_fast`` off, keep trying until the broker answers."""
@@ -406,7 +405,9 @@ async def connect_robust(
 ) -> RobustConnection:
     """Open a robust connection (see :class:`RobustConnection`); arguments as :func:`connect`.
 
-    :param url: one URL, or several (the nodes of a cluster, tried in turn).
+    :param url: one URL, or several hosts (the nodes of a cluster, tried in
+        turn): a list of URLs, or a URL with a host list
+        (``amqp://user:pw@h1:5672,h2:5673,h3/vhost?options``).
     """
     parts: dict[str, Any] = {
         "host": host,
@@ -418,12 +419,9 @@ async def connect_robust(
         "ssl_options": ssl_options,
         **kwargs,
     }
-    if url is None or isinstance(url, (str, URL)):
-        urls: URL | list[URL] = make_url(url, **parts)
-    else:
-        urls = [make_url(one, **parts) for one in url]
+    urls = _make_urls(url, **parts)
     connection = connection_class(
-        urls,
+        urls[0] if len(urls) == 1 else urls,
         loop=loop,
         ssl_context=ssl_context,
         **({} if client_properties is None else {"client_properties": client_properties}),

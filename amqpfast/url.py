@@ -4,14 +4,24 @@ The query options are aio-pika's: ``name``, ``cafile``, ``capath``,
 ``cadata``, ``keyfile``, ``certfile``, ``no_verify_ssl``, ``heartbeat``,
 ``interleave``, ``happy_eyeballs_delay``, ``reconnect_interval`` and
 ``fail_fast``; and ``frame_max``, ``channel_max``, ``auth``,
-``connection_timeout`` (also spelt ``timeout``) and ``max_message_size``.
+``connection_timeout`` (also spelt ``timeout``), ``max_message_size`` and
+``shuffle``.
+
+The nodes of a cluster fit in one URL,
+``amqp://user:password@host1:5672,host2:5673,host3/vhost?options``:
+:func:`split_hosts` makes one URL per host of it (with the same user,
+virtual host and options), :func:`host_urls` the list a connection tries in
+turn (shuffled once with ``shuffle``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import random
+import re
 import ssl as _ssl
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, unquote, unquote_to_bytes
 
@@ -19,7 +29,14 @@ from yarl import URL
 
 from ._spec import FRAME_MIN_SIZE, MAX_MESSAGE_SIZE_DEFAULT
 
-__all__ = ["ConnectionParameters", "mask_password", "parse_bool", "parse_url"]
+__all__ = [
+    "ConnectionParameters",
+    "host_urls",
+    "mask_password",
+    "parse_bool",
+    "parse_url",
+    "split_hosts",
+]
 
 _TRUE = frozenset(("true", "yes", "y", "enable", "on", "enabled", "1"))
 _FALSE = frozenset(("false", "no", "n", "disable", "off", "disabled", "0", ""))
@@ -39,11 +56,114 @@ def parse_bool(value: str | bool | int) -> bool:
 
 
 def mask_password(url: URL | str) -> str:
-    """The URL as text with its password replaced by ``******``."""
-    url = URL(url) if isinstance(url, str) else url
+    """The URL as text with its password replaced by ``******`` (a URL with
+    several hosts too)."""
+    if isinstance(url, str):
+        parts = _authority(url)
+        if parts is not None and "," in parts[2]:
+            scheme, userinfo, hosts, tail = parts
+            user, colon, _ = userinfo.partition(":")
+            if colon:
+                userinfo = f"{user}:******@"
+            return f"{scheme}://{userinfo}{hosts}{tail}"
+        url = URL(url)
     if url.password is not None:
         url = url.with_password("******")
     return str(url)
+
+
+# ------------------------------------------------------------ several hosts
+
+# one entry of a host list: a name or IPv4 address, or an IPv6 one in
+# brackets; then perhaps a port (an empty one means the default)
+_HOST_ENTRY = re.compile(r"(?P<host>\[[^\[\]\s]+\]|[^\[\]:@/?#\s]+)(?::(?P<port>[^:]*))?")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _authority(text: str) -> tuple[str, str, str, str] | None:
+    """``scheme://userinfo@hosts/rest`` as (scheme, userinfo with its ``@``
+    or "", hosts, rest); None when the text has no ``://``."""
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        return None
+    ends = [index for index in map(rest.find, "/?#") if index >= 0]
+    end = min(ends, default=len(rest))
+    userinfo, at, hosts = rest[:end].rpartition("@")
+    return scheme, userinfo + at, hosts, rest[end:]
+
+
+def split_hosts(url: str | URL) -> list[URL]:
+    """One URL per host of ``url``, in the order written.
+
+    ``amqp://user:pw@h1:5672,h2:5673,h3/vhost?heartbeat=5`` gives
+    ``amqp://user:pw@h1:5672/vhost?heartbeat=5``,
+    ``amqp://user:pw@h2:5673/vhost?heartbeat=5`` and
+    ``amqp://user:pw@h3/vhost?heartbeat=5``: the user, password, virtual
+    host and options are every host's, and a host without a port gets the
+    scheme's default (5672, or 5671 for ``amqps``). An IPv6 address is
+    written in brackets (``[::1]:5672``). A URL with one host gives itself.
+
+    :param url: an ``amqp://`` or ``amqps://`` URL with one host or several,
+        separated by commas.
+    :raises ValueError: an empty host (``h1,,h2``), a port that is not an
+        integer from 1 to 65535, or a scheme other than amqp and amqps.
+    """
+    text = str(url)
+    parts = _authority(text)
+    if parts is None or "," not in parts[2]:
+        return [url if isinstance(url, URL) else URL(url)]
+    scheme, userinfo, hosts, tail = parts
+    if scheme.lower() not in ("amqp", "amqps"):
+        raise ValueError(f"unsupported URL scheme {scheme!r}: use amqp:// or amqps://")
+    urls: list[URL] = []
+    for number, entry in enumerate(hosts.split(","), 1):
+        entry = entry.strip()  # "h1, h2", as written in a configuration
+        match = _HOST_ENTRY.fullmatch(entry)
+        if match is None:
+            what = (
+                "is empty"
+                if not entry
+                else f"{entry!r} is not host[:port] (an IPv6 address in brackets)"
+            )
+            raise ValueError(f"the URL's host list {hosts!r} is invalid: host {number} {what}")
+        port = match["port"]
+        if port and (_PORT.fullmatch(port) is None or not 1 <= int(port) <= 0xFFFF):
+            raise ValueError(
+                f"the URL's host list {hosts!r} is invalid: host {number} has the port"
+                f" {port!r}, expected an integer from 1 to 65535"
+            )
+        host = match["host"] if not port else f"{match['host']}:{port}"
+        urls.append(URL(f"{scheme}://{userinfo}{host}{tail}"))
+    return urls
+
+
+def host_urls(
+    url: str | URL | Sequence[str | URL], shuffle: bool | int | str | None = None
+) -> list[URL]:
+    """The URLs a connection tries in turn: one per host of ``url``.
+
+    :param url: a URL (perhaps with several hosts, see :func:`split_hosts`)
+        or a list of them (the hosts of each, in the order given).
+    :param shuffle: shuffle them (once; a connection then tries them in
+        turn) to spread clients over the nodes of a cluster. None: the
+        first URL's ``shuffle`` option says (default: no).
+    :raises ValueError: no URL, a host list :func:`split_hosts` refuses, or
+        a ``shuffle`` that is not a boolean.
+    """
+    given = [url] if isinstance(url, (str, URL)) else list(url)
+    urls = [one for entry in given for one in split_hosts(entry)]
+    if not urls:
+        raise ValueError("no URL given: at least one is needed")
+    source, raw = ("keyword", shuffle) if shuffle is not None else ("URL option", None)
+    if raw is None:
+        raw = urls[0].query.get("shuffle", "0")
+    try:
+        shuffled = parse_bool(raw)
+    except ValueError:
+        raise _invalid(source, "shuffle", raw, _FLAG_ALLOWED) from None
+    if shuffled:
+        random.shuffle(urls)
+    return urls
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +194,9 @@ class ConnectionParameters:
     fail_fast: bool = True
     #: the largest message body accepted from the broker (0 = no limit)
     max_message_size: int = MAX_MESSAGE_SIZE_DEFAULT
+    #: a URL with several hosts: try them in an order shuffled once per
+    #: connection (see :func:`host_urls`)
+    shuffle: bool = False
 
     @property
     def url(self) -> URL:
@@ -215,15 +338,26 @@ def _check_utf8(url: URL) -> None:
 def parse_url(url: str | URL | None = None, **overrides: Any) -> ConnectionParameters:
     """Read connection parameters from a URL; keyword arguments override it.
 
-    :param url: ``amqp://`` or ``amqps://`` URL; None means the defaults.
+    :param url: ``amqp://`` or ``amqps://`` URL with one host; None means
+        the defaults. (A URL with several hosts is for
+        :func:`amqpfast.connect` and :func:`amqpfast.connect_robust`;
+        :func:`split_hosts` gives one URL per host.)
     :param overrides: any :class:`ConnectionParameters` field (``host``,
         ``port``, ``login``, ``password``, ``virtualhost``, ``ssl`` ...).
-    :raises ValueError: an unknown scheme, or an option whose value is not
-        allowed (the message names the option, its value and what it may be).
+    :raises ValueError: an unknown scheme, several hosts, or an option whose
+        value is not allowed (the message names the option, its value and
+        what it may be).
     """
     values: dict[str, Any] = {}
     if url is not None:
-        url = URL(url) if isinstance(url, str) else url
+        hosts = split_hosts(url)
+        if len(hosts) > 1:
+            raise ValueError(
+                f"{mask_password(str(url))} names {len(hosts)} hosts: a connection is made to"
+                " one (amqpfast.connect and connect_robust try several in turn;"
+                " amqpfast.url.split_hosts gives one URL per host)"
+            )
+        url = hosts[0]
         if url.scheme not in ("amqp", "amqps"):
             raise ValueError(f"unsupported URL scheme {url.scheme!r}: use amqp:// or amqps://")
         secure = url.scheme == "amqps"
@@ -255,6 +389,7 @@ def parse_url(url: str | URL | None = None, **overrides: Any) -> ConnectionParam
             interleave=_number(query, "interleave"),
             happy_eyeballs_delay=_number(query, "happy_eyeballs_delay"),
             fail_fast=_flag(query, "fail_fast", "1"),
+            shuffle=_flag(query, "shuffle", "0"),
         )
         for key in ("reconnect_interval", "max_message_size"):
             value = _number(query, key)

@@ -57,6 +57,7 @@ BROKER_FIXTURES = frozenset(
         "amqp_proxy",
         "amqp_private_broker",
         "amqp_private_node",
+        "amqp_cluster",
     )
 )
 

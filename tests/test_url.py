@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import ssl
+from typing import Any
+from unittest import mock
 
 import pytest
+from yarl import URL
 
-from amqpfast.url import ConnectionParameters, mask_password, parse_bool, parse_url
+import amqpfast
+from amqpfast.exceptions import AMQPConnectionError
+from amqpfast.url import (
+    ConnectionParameters,
+    host_urls,
+    mask_password,
+    parse_bool,
+    parse_url,
+    split_hosts,
+)
 
 
 def test_defaults():
@@ -228,3 +241,188 @@ def test_max_message_size_defaults_to_rabbitmqs_limit():
     assert parse_url().max_message_size == 128 * 1024 * 1024
     assert parse_url("amqp://h/?max_message_size=1048576").max_message_size == 1048576
     assert parse_url("amqp://h/?max_message_size=5", max_message_size=7).max_message_size == 7
+
+
+# ------------------------------------------------------------ several hosts (a cluster)
+
+
+def test_a_host_list_gives_one_url_per_host_with_the_same_options():
+    urls = split_hosts("amqp://user:p%40ss@h1:5672,h2:5673,h3/orders?heartbeat=5&name=w")
+
+    assert [str(url) for url in urls] == [
+        "amqp://user:p%40ss@h1:5672/orders?heartbeat=5&name=w",
+        "amqp://user:p%40ss@h2:5673/orders?heartbeat=5&name=w",
+        "amqp://user:p%40ss@h3/orders?heartbeat=5&name=w",
+    ]
+    parameters = [parse_url(url) for url in urls]
+    assert [(p.host, p.port) for p in parameters] == [("h1", 5672), ("h2", 5673), ("h3", 5672)]
+    for p in parameters:
+        assert (p.login, p.password, p.virtualhost, p.heartbeat, p.name) == (
+            "user",
+            "p@ss",
+            "orders",
+            5,
+            "w",
+        )
+
+
+def test_a_host_list_with_tls_keeps_each_hosts_name_and_the_tls_default_port():
+    urls = split_hosts("amqps://rabbit-1.example,rabbit-2.example:6000/?cafile=/ca.pem")
+
+    parameters = [parse_url(url) for url in urls]
+    # the host name is also what the TLS handshake sends (SNI) and checks
+    assert [(p.host, p.port, p.ssl, p.cafile) for p in parameters] == [
+        ("rabbit-1.example", 5671, True, "/ca.pem"),
+        ("rabbit-2.example", 6000, True, "/ca.pem"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "hosts"),
+    [
+        ("amqp://[::1]:5672,[fe80::2]/", [("::1", 5672), ("fe80::2", 5672)]),
+        ("amqp://h1, h2:5673", [("h1", 5672), ("h2", 5673)]),  # as a configuration writes it
+        ("amqp://h1:,h2", [("h1", 5672), ("h2", 5672)]),  # an empty port is the default
+        ("amqp://10.0.0.1,10.0.0.2#frag", [("10.0.0.1", 5672), ("10.0.0.2", 5672)]),
+    ],
+)
+def test_host_list_forms(url, hosts):
+    assert [(parse_url(one).host, parse_url(one).port) for one in split_hosts(url)] == hosts
+
+
+def test_one_host_gives_the_url_itself():
+    url = URL("amqp://guest:guest@h:5672/vh?heartbeat=3")
+
+    assert split_hosts(url) == [url]
+    assert split_hosts("amqp://h/") == [URL("amqp://h/")]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("amqp://h1,,h2/", "host list 'h1,,h2' is invalid: host 2 is empty"),
+        ("amqp://h1,h2,/", "host 3 is empty"),
+        ("amqp://h1,h2:0/", "host 2 has the port '0', expected an integer from 1 to 65535"),
+        ("amqp://h1:65536,h2/", "host 1 has the port '65536', expected an integer from 1"),
+        ("amqp://h1,h2:x/", "host 2 has the port 'x'"),
+        ("amqp://h1,[::1/", "host 2 '[::1' is not host[:port]"),
+        ("amqp://h1,h 2/", "host 2 'h 2' is not host[:port]"),
+        ("amqp://h1,h2:1:2/", "host 2 'h2:1:2' is not host[:port]"),
+        ("http://h1,h2/", "unsupported URL scheme 'http'"),
+    ],
+)
+def test_bad_host_lists_are_refused(url, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        split_hosts(url)
+
+
+def test_parse_url_refuses_several_hosts_without_showing_the_password():
+    with pytest.raises(ValueError, match="names 2 hosts: a connection is made to one") as raised:
+        parse_url("amqp://user:s3cret-pw@h1,h2/")
+
+    assert "s3cret-pw" not in str(raised.value)
+
+
+def test_password_of_a_host_list_is_masked():
+    masked = mask_password("amqps://user:s3cret-pw@h1:1,h2/vh?name=x")
+
+    assert masked == "amqps://user:******@h1:1,h2/vh?name=x"
+    assert mask_password("amqp://h1,h2/") == "amqp://h1,h2/"
+
+
+@pytest.mark.parametrize(("query", "expected"), [("", False), ("?shuffle=1", True)])
+def test_shuffle_option(query, expected):
+    assert parse_url(f"amqp://h/{query}").shuffle is expected
+
+
+@pytest.mark.parametrize("source", ["option", "keyword"])
+def test_bad_shuffle_is_refused(source):
+    allowed = "is invalid: expected a boolean: true, yes"
+    if source == "option":
+        with pytest.raises(ValueError, match=f"URL option shuffle='sometimes' {allowed}"):
+            host_urls("amqp://h1,h2/?shuffle=sometimes")
+        with pytest.raises(ValueError, match=f"URL option shuffle='sometimes' {allowed}"):
+            parse_url("amqp://h/?shuffle=sometimes")
+    else:
+        with pytest.raises(ValueError, match=f"keyword shuffle='sometimes' {allowed}"):
+            host_urls("amqp://h1,h2/", shuffle="sometimes")
+
+
+def test_host_urls_keep_the_order_unless_shuffled():
+    hosts = [f"h{number}" for number in range(8)]
+    url = f"amqp://{','.join(hosts)}/"
+
+    assert [one.host for one in host_urls(url)] == hosts
+    assert [one.host for one in host_urls([url, "amqp://z/"])] == [*hosts, "z"]
+    orders = {tuple(one.host for one in host_urls(f"{url}?shuffle=true")) for _ in range(20)}
+    assert all(sorted(order) == hosts for order in orders)  # each host once
+    assert len(orders) > 1  # 20 times the same order: (1 / 8!) ** 19
+    # the keyword wins over the option
+    assert [one.host for one in host_urls(f"{url}?shuffle=true", shuffle=False)] == hosts
+    with pytest.raises(ValueError, match="no URL given"):
+        host_urls([])
+
+
+# ------------------------------------------------------------ connections given several hosts
+
+
+class _Refused:
+    """Stands for UnderlayConnection.connect: every host refuses; records the order."""
+
+    def __init__(self) -> None:
+        self.ports: list[int | None] = []
+
+    async def __call__(self, url: URL, *args: Any, **kwargs: Any) -> Any:
+        self.ports.append(url.port)
+        raise AMQPConnectionError(f"refused by port {url.port}")
+
+
+async def test_connect_tries_each_host_once_and_raises_the_last_error():
+    refused = _Refused()
+    with mock.patch("amqpfast.connection.UnderlayConnection.connect", refused):
+        with pytest.raises(AMQPConnectionError, match="refused by port 3") as raised:
+            await amqpfast.connect("amqp://u:s3cret@h:1,h:2,h:3/", timeout=1)
+        assert raised.value.__notes__ == [
+            "tried before: amqp://u:******@h:1/: AMQPConnectionError: refused by port 1",
+            "tried before: amqp://u:******@h:2/: AMQPConnectionError: refused by port 2",
+        ]
+        assert refused.ports == [1, 2, 3]
+
+        refused.ports.clear()
+        with pytest.raises(AMQPConnectionError):
+            await amqpfast.connect(["amqp://h:4/", "amqp://h:5,h:6/"], timeout=1)
+        assert refused.ports == [4, 5, 6]
+
+
+async def test_shuffle_gives_each_connection_an_order_of_its_own():
+    refused = _Refused()
+    url = "amqp://h:1,h:2,h:3,h:4/"
+    with mock.patch("amqpfast.connection.UnderlayConnection.connect", refused):
+        orders = set()
+        for shuffle in [{"shuffle": True}] * 10 + [{}] * 10:
+            refused.ports.clear()
+            with pytest.raises(AMQPConnectionError):
+                await amqpfast.connect(url, timeout=1, **shuffle)
+            orders.add(tuple(refused.ports))
+    assert (1, 2, 3, 4) in orders  # without shuffle
+    assert len(orders) > 1 and all(sorted(order) == [1, 2, 3, 4] for order in orders)
+
+
+async def test_connect_robust_takes_a_host_list():
+    refused = _Refused()
+    with (
+        mock.patch("amqpfast.connection.UnderlayConnection.connect", refused),
+        pytest.raises(AMQPConnectionError, match="refused by port 3"),
+    ):
+        await amqpfast.connect_robust("amqp://h:1,h:2,h:3/?fail_fast=1", timeout=1)
+    assert refused.ports == [1, 2, 3]  # fail_fast: each host once
+
+
+def test_a_connection_object_knows_its_hosts():
+    connection = amqpfast.RobustConnection("amqp://u:pw@h1:1,h2/?reconnect_interval=2")
+
+    assert connection.url == URL("amqp://u:pw@h1:1/?reconnect_interval=2")  # the first, for now
+    assert connection.reconnect_interval == 2
+    assert "pw" not in str(connection)
+    with pytest.raises(ValueError, match="host 2 is empty"):
+        amqpfast.Connection("amqp://h1,,h2/")

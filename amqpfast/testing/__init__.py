@@ -13,7 +13,9 @@ does not import pytest; it holds what the fixtures are built on:
 - :func:`unique_name` and :func:`with_vhost`, :func:`with_query` for URLs;
 - :class:`RabbitNode` and :func:`private_broker`: a RabbitMQ node of this
   machine's installation, private to the tests, that they may kill, restart
-  and put in a memory or disk alarm.
+  and put in a memory or disk alarm;
+- :class:`RabbitCluster` and :func:`private_cluster`: several such nodes
+  joined in one cluster, whose nodes the tests may kill and start again.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ import subprocess
 import urllib.error
 import urllib.request
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from .node import NodeError, RabbitNode, ResourceAlarm, TLSFiles, private_broker
 from .proxy import TCPProxy
+
+if TYPE_CHECKING:
+    from .cluster import RabbitCluster, private_cluster
 
 __all__ = [
     "DEFAULT_BROKER_URL",
@@ -39,6 +44,7 @@ __all__ = [
     "BrokerAdminError",
     "ManagementAPIAdmin",
     "NodeError",
+    "RabbitCluster",
     "RabbitNode",
     "RabbitmqctlAdmin",
     "ResourceAlarm",
@@ -47,10 +53,22 @@ __all__ = [
     "broker_url_from_env",
     "find_broker_admin",
     "private_broker",
+    "private_cluster",
     "unique_name",
     "with_query",
     "with_vhost",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use: ``python -m amqpfast.testing.cluster`` runs that
+    # module as __main__, which must not have been imported before
+    if name in ("RabbitCluster", "private_cluster"):
+        from . import cluster
+
+        return getattr(cluster, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}

@@ -128,6 +128,8 @@ class RabbitNode:
         ``amqps://`` on :attr:`tls_port`.
     :param base_dir: where its data, logs and cookie live (a new temporary
         directory by default, removed by :meth:`close`).
+    :param cookie: the Erlang cookie (a new random one by default): nodes
+        that share one can form a cluster (:class:`~amqpfast.testing.cluster.RabbitCluster`).
     """
 
     #: the memory high watermark (a fraction of RAM) the node boots with, and
@@ -142,9 +144,11 @@ class RabbitNode:
         name: str | None = None,
         tls: TLSFiles | None = None,
         base_dir: str | None = None,
+        cookie: str | None = None,
     ) -> None:
         self.node = f"{name or 'amqpfast-' + uuid.uuid4().hex[:8]}@localhost"
         self.tls = tls
+        self._cookie = cookie
         self._own_dir = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="amqpfast-node-"))
         self.port = free_port()
@@ -162,6 +166,7 @@ class RabbitNode:
         node.node = state["node"]
         node.tls = TLSFiles(**state["tls"]) if state["tls"] else None
         node._own_dir = False
+        node._cookie = None  # the one written in base_dir is kept
         node.base_dir = Path(base_dir)
         node.port, node.dist_port, node.tls_port = state["ports"]
         node._process = None
@@ -200,8 +205,10 @@ class RabbitNode:
         for sub in ("mnesia", "log"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         cookie = base / ".erlang.cookie"
+        if self._cookie is not None:
+            cookie.unlink(missing_ok=True)  # read-only: written anew
         if not cookie.exists():
-            cookie.write_text(uuid.uuid4().hex.upper())
+            cookie.write_text(self._cookie or uuid.uuid4().hex.upper())
             cookie.chmod(0o400)
         lines = [
             f"listeners.tcp.default = 127.0.0.1:{self.port}",

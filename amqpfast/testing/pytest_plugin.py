@@ -42,6 +42,12 @@ function-scoped event loop; they work in its ``strict`` and ``auto`` modes):
 ``amqp_private_broker``
     ``amqp_private_node``, running and without a resource alarm whatever the
     tests before did to it: kill it, restart it, raise a memory or disk alarm.
+``amqp_cluster`` (session)
+    A :class:`~amqpfast.testing.RabbitCluster` of three private nodes, booted
+    once (some seconds per node) and killed at the end; ``urls`` and ``url``
+    (one URL with the three hosts) reach it. A test that kills a node starts
+    it again (``amqp_cluster.start(index)``). Skipped when ``rabbitmq-server``
+    is not installed.
 """
 
 from __future__ import annotations
@@ -66,10 +72,12 @@ from . import (
     with_query,
     with_vhost,
 )
+from .cluster import RabbitCluster
 from .node import NodeError, RabbitNode, _executable
 
 __all__ = [
     "amqp_broker_admin",
+    "amqp_cluster",
     "amqp_broker_url",
     "amqp_channel",
     "amqp_connection",
@@ -215,3 +223,26 @@ def amqp_private_broker(amqp_private_node: RabbitNode) -> RabbitNode:
         amqp_private_node.start()
     amqp_private_node.clear_alarms()
     return amqp_private_node
+
+
+@pytest.fixture(scope="session")
+def amqp_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    """A private three-node RabbitMQ cluster for the test run: booted once, killed at the end.
+
+    Its nodes' data and logs stay in pytest's temporary directory
+    (``<basetemp>/amqp-cluster*``). A test that kills or stops a node starts it
+    again (``amqp_cluster.start(index)``) for the tests after it. Skipped when
+    ``rabbitmq-server`` is not installed on this machine.
+
+    :param tmp_path_factory: where the cluster's directory is made.
+    """
+    try:
+        _executable("rabbitmq-server")
+    except NodeError as error:
+        pytest.skip(f"amqpfast: no private cluster: {error}")
+    cluster = RabbitCluster(3, base_dir=str(tmp_path_factory.mktemp("amqp-cluster")))
+    try:
+        cluster.boot()
+        yield cluster
+    finally:
+        cluster.close()
