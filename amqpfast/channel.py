@@ -285,7 +285,6 @@ class Channel(AbstractChannel):
             passive=passive,
         )
         await queue.declare(timeout=timeout)
-        self.close_callbacks.add(queue.close_callbacks, weak=True)
         return queue
 
     async def get_queue(self, name: str, *, ensure: bool = True) -> Queue:

@@ -199,18 +199,23 @@ class Connection(AbstractConnection):
             :meth:`close` was called meanwhile.
         """
         failures: list[str] = []
-        for index, url in enumerate(self._urls):
+        urls = self._urls_to_try()
+        for index, url in enumerate(urls):
             self.url = url
             try:
                 await self._connect_url(timeout)
                 return
             except CONNECTION_EXCEPTIONS as error:
-                if self._close_called or index == len(self._urls) - 1:
+                if self._close_called or index == len(urls) - 1:
                     for failure in failures:
                         error.add_note(failure)
                     raise
                 failures.append(f"tried before: {self}: {type(error).__name__}: {error}")
                 log.info("cannot connect to %s (%s); trying the next host", self, error)
+
+    def _urls_to_try(self) -> list[URL]:
+        # what one connect() goes through: every host in turn
+        return self._urls
 
     async def _connect_url(self, timeout: TimeoutType) -> None:
         # one attempt, to self.url

@@ -59,6 +59,9 @@ class Queue(AbstractQueue):
         self.passive = passive
         self.declaration_result: spec.Queue.DeclareOk | None = None
         self.close_callbacks: CallbackCollection[Any, ...] = CallbackCollection(self)
+        # however the queue was made (declared, get_queue, this constructor),
+        # its callbacks hear of its channel's close (held weakly by the channel)
+        channel.close_callbacks.add(self.close_callbacks, weak=True)
 
     def __str__(self) -> str:
         return self.name
@@ -324,10 +327,6 @@ class QueueIterator(AbstractQueueIterator):
         consumer_tag, self._consumer_tag = self._consumer_tag, None
         if consumer_tag is None:
             return
-        recorded = getattr(self._amqp_queue, "_consumers", None)
-        if isinstance(recorded, dict):
-            # a robust queue must not start this consumer again after a reconnect
-            recorded.pop(consumer_tag, None)
         channel = self._amqp_queue.channel
         if channel.is_closed:
             self._queue.clear()  # the broker delivers them again

@@ -75,8 +75,25 @@ class RobustChannel(Channel, AbstractRobustChannel):
     def _all_queues(self) -> tuple[RobustQueue, ...]:
         return tuple(queue for queues in self._queues.values() for queue in queues)
 
+    def _ready_now(self) -> bool:
+        return self.__restored.is_set() and not self.is_closed
+
+    def _never_back(self) -> bool:
+        # nothing to wait for: never opened, or closed for good (close(), or
+        # its connection's); the call that follows raises ChannelInvalidStateError
+        connection = self._connection
+        return (
+            self._channel is None or self._gone or connection.close_called or connection.is_closed
+        )
+
+    def _transport_lost(self) -> bool:
+        transport = self._connection.transport
+        return transport is None or transport.connection.is_closed
+
     async def ready(self, timeout: TimeoutType = None) -> None:
         """Wait until the channel is open and, after a reconnect, restored.
+
+        As in aio-pika, a channel closed for good is never ready.
 
         :raises TimeoutError: not ready within ``timeout`` seconds.
         """
@@ -88,6 +105,48 @@ class RobustChannel(Channel, AbstractRobustChannel):
                 # closed a moment ago: its close handler (a task) is about
                 # to clear __restored and reopen it
                 await asyncio.sleep(0)
+
+    async def _wait_ready(self, timeout: TimeoutType) -> TimeoutType:
+        """Wait for a restore under way, for a call given ``timeout``; return what is left.
+
+        What waits for a restore (declare, delete, bind, consume ...) calls
+        this first; a publish does not (see ``recovery_wait``). It returns
+        at once when there is nothing to wait for: the channel is ready,
+        closed for good, or closed by the broker a moment ago with its
+        connection up (the call raises ChannelInvalidStateError, as in
+        aio-pika, until the channel's reopen begins).
+
+        :raises TimeoutError: not ready within ``timeout``, or none left for the call.
+        """
+        if self._ready_now():
+            return timeout
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        async with asyncio.timeout_at(deadline):
+            while not self._ready_now() and not self._never_back():
+                if self.__restored.is_set():
+                    if not self._transport_lost():
+                        return timeout
+                    # lost with its connection a moment ago: the close
+                    # handler (a task) is about to clear __restored
+                    await asyncio.sleep(0)
+                    continue
+                restored = asyncio.ensure_future(self.__restored.wait())
+                try:
+                    # a close for good (the channel's or the connection's) ends the wait too
+                    await asyncio.wait(
+                        (restored, self._closed, self._connection._closed),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    restored.cancel()
+        if deadline is None:
+            return None
+        left = deadline - loop.time()
+        if left <= 0:
+            # sent with no time left, the call would time out and close the channel
+            raise TimeoutError
+        return left
 
     async def initialize(self, timeout: TimeoutType = None) -> None:
         """Open the channel (what ``await channel`` does)."""
@@ -336,7 +395,8 @@ class RobustChannel(Channel, AbstractRobustChannel):
         timeout: TimeoutType = None,
         all_channels: bool | None = None,
     ) -> spec.Basic.QosOk:
-        """Set QoS; it is set again after a reconnect."""
+        """Set QoS; it is set again after a reconnect (waits for a restore first)."""
+        timeout = await self._wait_ready(timeout)
         result = await super().set_qos(
             prefetch_count, prefetch_size, global_, timeout, all_channels
         )
@@ -361,7 +421,11 @@ class RobustChannel(Channel, AbstractRobustChannel):
         timeout: TimeoutType = None,
         robust: bool = True,
     ) -> RobustExchange:
-        """Declare an exchange; ``robust``: declare it again after a reconnect."""
+        """Declare an exchange; ``robust``: declare it again after a reconnect.
+
+        During a reconnect it waits for the restore (within ``timeout``).
+        """
+        timeout = await self._wait_ready(timeout)
         if passive and name in self._exchanges:
             return self._exchanges[name]
         exchange = await super().declare_exchange(
@@ -386,7 +450,11 @@ class RobustChannel(Channel, AbstractRobustChannel):
         if_unused: bool = False,
         nowait: bool = False,
     ) -> spec.Exchange.DeleteOk | None:
-        """Delete an exchange; it is not declared again after a reconnect."""
+        """Delete an exchange; it is not declared again after a reconnect.
+
+        During a reconnect it waits for the restore (within ``timeout``).
+        """
+        timeout = await self._wait_ready(timeout)
         result = await super().exchange_delete(exchange_name, timeout, if_unused, nowait)
         self._exchanges.pop(exchange_name, None)
         return result
@@ -403,7 +471,11 @@ class RobustChannel(Channel, AbstractRobustChannel):
         timeout: TimeoutType = None,
         robust: bool = True,
     ) -> RobustQueue:
-        """Declare a queue; ``robust``: declare, bind and consume it again after a reconnect."""
+        """Declare a queue; ``robust``: declare, bind and consume it again after a reconnect.
+
+        During a reconnect it waits for the restore (within ``timeout``).
+        """
+        timeout = await self._wait_ready(timeout)
         if passive and name and self._queues.get(name):
             return self._queues[name][0]
         queue = await super().declare_queue(
@@ -418,6 +490,8 @@ class RobustChannel(Channel, AbstractRobustChannel):
         assert isinstance(queue, RobustQueue)
         if robust:
             self._queues.setdefault(queue.name, []).append(queue)
+        else:
+            queue._adoptable = False  # its bindings and consumers do not come back either
         return queue
 
     async def queue_delete(
@@ -428,7 +502,11 @@ class RobustChannel(Channel, AbstractRobustChannel):
         if_empty: bool = False,
         nowait: bool = False,
     ) -> spec.Queue.DeleteOk | None:
-        """Delete a queue; it is not declared again after a reconnect."""
+        """Delete a queue; it is not declared again after a reconnect.
+
+        During a reconnect it waits for the restore (within ``timeout``).
+        """
+        timeout = await self._wait_ready(timeout)
         result = await super().queue_delete(queue_name, timeout, if_unused, if_empty, nowait)
         for queue in self._queues.pop(queue_name, ()):
             queue._consumers.clear()
@@ -437,6 +515,17 @@ class RobustChannel(Channel, AbstractRobustChannel):
     def _forget_exchange(self, exchange: RobustExchange) -> None:
         if self._exchanges.get(exchange.name) is exchange:
             del self._exchanges[exchange.name]
+
+    def _adopt_queue(self, queue: RobustQueue) -> None:
+        # a queue not declared here (get_queue(ensure=False), the
+        # constructor) that records a binding or a consumer: restored with
+        # the others from now on
+        known = self._queues.setdefault(queue.name, [])
+        if queue not in known:
+            known.append(queue)
+
+    def _knows_queue(self, queue: RobustQueue) -> bool:
+        return queue in self._queues.get(queue.name, ())
 
     def _forget_queue(self, queue: RobustQueue) -> None:
         others = [known for known in self._queues.get(queue.name, ()) if known is not queue]

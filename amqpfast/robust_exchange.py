@@ -19,6 +19,7 @@ from .tools import _warn_channel_argument
 
 if TYPE_CHECKING:
     from .channel import Channel
+    from .robust_channel import RobustChannel
 
 __all__ = ["RobustExchange"]
 
@@ -26,7 +27,14 @@ Arguments = dict[str, Any] | None
 
 
 class RobustExchange(Exchange, AbstractRobustExchange):
-    """An :class:`Exchange` that remembers its exchange-to-exchange bindings."""
+    """An :class:`Exchange` that remembers its exchange-to-exchange bindings.
+
+    During a reconnect :meth:`declare`, :meth:`bind`, :meth:`unbind` and
+    :meth:`delete` wait for the restore of the channel, within their
+    ``timeout``; :meth:`publish` does not (see ``recovery_wait``).
+    """
+
+    channel: RobustChannel
 
     def __init__(
         self,
@@ -53,6 +61,11 @@ class RobustExchange(Exchange, AbstractRobustExchange):
         # (source exchange name, routing key) -> arguments
         self._bindings: dict[tuple[str, str], Arguments] = {}
 
+    async def declare(self, timeout: TimeoutType = None) -> spec.Exchange.DeclareOk:
+        """Declare the exchange on the broker; waits for a restore first."""
+        timeout = await self.channel._wait_ready(timeout)
+        return await super().declare(timeout)
+
     async def bind(
         self,
         exchange: ExchangeParamType,
@@ -63,6 +76,7 @@ class RobustExchange(Exchange, AbstractRobustExchange):
         robust: bool = True,
     ) -> spec.Exchange.BindOk:
         """Bind to a source exchange; ``robust``: bind again after a reconnect."""
+        timeout = await self.channel._wait_ready(timeout)
         result = await super().bind(exchange, routing_key, arguments=arguments, timeout=timeout)
         if robust:
             self._bindings[(get_exchange_name(exchange), routing_key)] = arguments
@@ -76,6 +90,7 @@ class RobustExchange(Exchange, AbstractRobustExchange):
         timeout: TimeoutType = None,
     ) -> spec.Exchange.UnbindOk:
         """Remove a binding, for good."""
+        timeout = await self.channel._wait_ready(timeout)
         result = await super().unbind(exchange, routing_key, arguments, timeout)
         self._bindings.pop((get_exchange_name(exchange), routing_key), None)
         return result
@@ -97,7 +112,7 @@ class RobustExchange(Exchange, AbstractRobustExchange):
         channel = self.channel
         wait = getattr(channel, "recovery_wait", None)
         if wait is not None and channel.is_closed and not channel._gone:
-            await channel.ready(wait)  # type: ignore[attr-defined]
+            await channel.ready(wait)
         return await super().publish(
             message, routing_key, mandatory=mandatory, immediate=immediate, timeout=timeout
         )
@@ -106,8 +121,9 @@ class RobustExchange(Exchange, AbstractRobustExchange):
         self, if_unused: bool = False, timeout: TimeoutType = None
     ) -> spec.Exchange.DeleteOk:
         """Delete the exchange; it is not declared again after a reconnect."""
+        timeout = await self.channel._wait_ready(timeout)
         result = await super().delete(if_unused, timeout)
-        self.channel._forget_exchange(self)  # type: ignore[attr-defined]
+        self.channel._forget_exchange(self)
         return result
 
     async def restore(self, channel: Any = None) -> None:
@@ -123,7 +139,8 @@ class RobustExchange(Exchange, AbstractRobustExchange):
 
     async def restore_declaration(self) -> None:
         """Declare the exchange again (first step of a restore)."""
-        await self.declare()
+        # the base class's call: the restore is what the robust ones wait for
+        await Exchange.declare(self)
 
     async def restore_bindings(self) -> None:
         """Bind again to the source exchanges (after every exchange is declared)."""
