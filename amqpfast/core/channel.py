@@ -51,9 +51,10 @@ _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 def new_message_id() -> str:
     """A random UUID4 in hex: what a message published without a message_id gets, as in aiormq.
 
-    Cheaper than ``uuid.uuid4().hex`` (no os.urandom call, no UUID object).
+    Cheaper than ``uuid.uuid4().hex`` (no os.urandom call, no UUID object,
+    no string formatting).
     """
-    return "%032x" % ((_getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET)
+    return ((_getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET).to_bytes(16, "big").hex()
 
 
 class CallbackCollection(list[Any]):
