@@ -12,11 +12,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from pamqp import commands as spec
+from pamqp import constants as pamqp_constants
 
 from ..codec import BasicAck, BasicDeliver, BasicGetOk, BasicNack, BasicProperties, BasicReturn
 from ..exceptions import (
+    SYNTAX_ERROR,
     ChannelClosed,
     ChannelInvalidStateError,
+    ConnectionProtocolError,
     DeliveryError,
     DuplicateConsumerTag,
     PublishError,
@@ -43,6 +46,8 @@ _new_ack = _PamqpAck.__new__
 _PamqpNack = spec.Basic.Nack
 _PamqpReturn = spec.Basic.Return
 _PamqpGetOk = spec.Basic.GetOk
+# what pamqp takes as a queue name: a name the broker gives must pass it
+_QUEUE_NAME = pamqp_constants.DOMAIN_REGEX["queue-name"]
 _getrandbits = random.getrandbits  # reseeded in a forked child
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # version and variant bits
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
@@ -622,7 +627,11 @@ class Channel:
         arguments: Arguments = None,
         timeout: float | None = None,
     ) -> spec.Queue.DeclareOk | None:
-        """Declare a queue; an empty name asks the broker to choose one."""
+        """Declare a queue; an empty name asks the broker to choose one.
+
+        :raises ConnectionProtocolError: the broker answered with a queue name
+            that no method takes (502; the connection is closed).
+        """
         method = spec.Queue.Declare(
             queue=queue,
             passive=passive,
@@ -632,7 +641,19 @@ class Channel:
             nowait=nowait,
             arguments=arguments,
         )
-        return await self._request(method, spec.Queue.DeclareOk, nowait, timeout)
+        result = await self._request(method, spec.Queue.DeclareOk, nowait, timeout)
+        if result is not None and not _QUEUE_NAME.fullmatch(result.queue or ""):
+            # Every later method on the queue would fail pamqp's check of the
+            # name with a ValueError: a reply with an illegal value is a
+            # syntax error of the broker's, as the codec reports them.
+            self.connection._on_protocol_error(
+                ConnectionProtocolError(
+                    SYNTAX_ERROR,
+                    f"Queue.DeclareOk names the queue {result.queue!r}, not a valid queue name",
+                )
+            )
+            self.connection._check_open()  # raises that error
+        return result
 
     async def queue_bind(
         self,
@@ -1062,6 +1083,10 @@ class Channel:
         confirms = self._confirms
         marked = self._tag_keys
         last = ack.delivery_tag
+        if last > self._delivery_tag:
+            # no tag past the last publish exists: a broken peer's 2**64 - 1
+            # must not make this loop run for ever
+            last = self._delivery_tag
         for tag in range(self._confirm_floor, last + 1):
             future = self._confirmed(tag) if marked else confirms.pop(tag, None)
             if future is not None and not future.done():
@@ -1071,17 +1096,15 @@ class Channel:
 
     def _on_nack(self, frame: BasicNack) -> None:
         nack = _as_pamqp(frame, _PamqpNack)
-        tags = (
-            range(self._confirm_floor, nack.delivery_tag + 1)
-            if nack.multiple
-            else (nack.delivery_tag,)
-        )
+        # as for Basic.Ack: no tag past the last publish (nor a loop to 2**64)
+        last = min(nack.delivery_tag, self._delivery_tag)
+        tags = range(self._confirm_floor, last + 1) if nack.multiple else (nack.delivery_tag,)
         for tag in tags:
             future = self._confirmed(tag)
             if future is not None and not future.done():
                 future.set_exception(DeliveryError(None, nack))
         if nack.multiple:
-            self._confirm_floor = max(self._confirm_floor, nack.delivery_tag + 1)
+            self._confirm_floor = max(self._confirm_floor, last + 1)
 
     def _on_return(self, message: DeliveredMessage) -> None:
         key = message.properties.message_id

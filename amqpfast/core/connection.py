@@ -506,10 +506,16 @@ class Connection:
         protocol = self._protocol
         if not pieces or protocol is None or protocol.transport is None:
             return
-        if len(pieces) == 1:
-            protocol.transport.write(pieces[0])
-        else:
-            protocol.transport.writelines(pieces)
+        try:
+            if len(pieces) == 1:
+                protocol.transport.write(pieces[0])
+            else:
+                protocol.transport.writelines(pieces)
+        except RuntimeError:
+            # a flush scheduled before the transport closed (on EOF, before
+            # connection_lost): uvloop's raises where asyncio's drops the
+            # bytes, and nobody is left to read them anyway
+            return
         self._sent = True
 
     async def _drain(self) -> None:
@@ -582,10 +588,9 @@ class Connection:
                 blocked.set_result(None)
             for unblocked in list(self.unblocked_callbacks):
                 self._callback(unblocked, self)
-        elif isinstance(method, spec.Connection.UpdateSecretOk):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(method)
         else:
+            # a stray UpdateSecretOk too: update_secret() waits for it like
+            # the handshake waits for its methods (the first branch)
             log.warning("unexpected method on channel 0: %r", method)
 
     def _callback(self, callback: Callable[..., Any], *args: Any) -> None:
