@@ -86,10 +86,6 @@ class RobustChannel(Channel, AbstractRobustChannel):
             self._channel is None or self._gone or connection.close_called or connection.is_closed
         )
 
-    def _transport_lost(self) -> bool:
-        transport = self._connection.transport
-        return transport is None or transport.connection.is_closed
-
     async def ready(self, timeout: TimeoutType = None) -> None:
         """Wait until the channel is open and, after a reconnect, restored.
 
@@ -125,7 +121,7 @@ class RobustChannel(Channel, AbstractRobustChannel):
         async with asyncio.timeout_at(deadline):
             while not self._ready_now() and not self._never_back():
                 if self.__restored.is_set():
-                    if not self._transport_lost():
+                    if not self._connection._transport_lost():
                         return timeout
                     # lost with its connection a moment ago: the close
                     # handler (a task) is about to clear __restored

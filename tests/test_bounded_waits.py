@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from broker_tools import TCPProxy, wait_for_connection_named
+from broker_tools import TCPProxy, wait_for_connection_named, wait_until
 from pamqp import commands as spec
 from pamqp import frame as pamqp_frame
 from pamqp import header as pamqp_header
@@ -62,9 +62,7 @@ async def test_a_publish_timeout_covers_the_wait_for_the_socket(
             asyncio.ensure_future(channel.default_exchange.publish(big, unique)) for _ in range(64)
         ]
         protocol = connection.connection._protocol
-        async with asyncio.timeout(5):
-            while protocol is None or not protocol.paused:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: protocol is not None and protocol.paused)
 
         await timed_out_within(
             channel.default_exchange.publish(Message(b"late"), unique, timeout=0.5), 0.5
@@ -103,9 +101,7 @@ async def test_a_channel_close_without_close_ok_is_bounded(
         assert conn.channels.get(number) is channel  # taken until the broker answers
 
         proxy.resume()
-        async with asyncio.timeout(5):
-            while number in conn.channels:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: number not in conn.channels)
         reopened = await conn.channel(channel_number=number)  # the number is free again
         assert (await reopened.queue_declare("", exclusive=True)).queue
     finally:
@@ -147,9 +143,7 @@ async def test_a_publish_waits_while_the_broker_blocks_the_connection(
         queue = (await channel.queue_declare("", exclusive=True)).queue
         await wait_for_connection_named(unique)
         proxy.inject(method_frame(0, spec.Connection.Blocked(reason="low on memory")))
-        async with asyncio.timeout(5):
-            while not conn.is_blocked:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: conn.is_blocked)
 
         await timed_out_within(
             channel.basic_publish(b"dropped", routing_key=queue, timeout=0.3), 0.3
@@ -173,9 +167,7 @@ async def test_a_publish_waiting_for_an_unblock_ends_with_the_connection(
     channel = await conn.channel()
     await wait_for_connection_named(unique)
     proxy.inject(method_frame(0, spec.Connection.Blocked(reason="disk")))
-    async with asyncio.timeout(5):
-        while not conn.is_blocked:
-            await asyncio.sleep(0.01)
+    await wait_until(lambda: conn.is_blocked)
     waiting = asyncio.ensure_future(channel.basic_publish(b"x", routing_key="nowhere"))
     await asyncio.sleep(0.1)
     proxy.cut()
@@ -266,9 +258,7 @@ async def flow_broker() -> AsyncIterator[FlowBroker]:
 async def channel_with_flow_off(conn: Connection, broker: FlowBroker) -> Any:
     channel = await conn.channel(publisher_confirms=False)
     broker.send(channel.number, spec.Channel.Flow(active=False))
-    async with asyncio.timeout(5):
-        while channel.flow_active:
-            await asyncio.sleep(0.01)
+    await wait_until(lambda: not channel.flow_active)
     return channel
 
 
@@ -285,9 +275,7 @@ async def test_a_publish_waits_while_the_broker_has_flow_off(flow_broker: FlowBr
 
         flow_broker.send(channel.number, spec.Channel.Flow(active=True))
         await asyncio.wait_for(waiting, 5)
-        async with asyncio.timeout(5):
-            while not flow_broker.published:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: bool(flow_broker.published))
         assert flow_broker.published == [b"kept"]
     finally:
         await asyncio.wait_for(conn.close(), 5)
@@ -319,9 +307,7 @@ async def test_a_delivery_for_no_consumer_of_ours_goes_back(flow_broker: FlowBro
             pamqp_header.ContentHeader(body_size=2, properties=spec.Basic.Properties()),
         )
         flow_broker.send(channel.number, ContentBody(b"hi"))
-        async with asyncio.timeout(5):
-            while not flow_broker.rejects:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: bool(flow_broker.rejects))
         assert [(r.delivery_tag, r.requeue) for r in flow_broker.rejects] == [(7, True)]
         assert not channel.is_closed
     finally:

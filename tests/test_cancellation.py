@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
-from broker_tools import TCPProxy
+from broker_tools import TCPProxy, wait_until
 
 import amqpfast
 from amqpfast import Channel, Connection, ExchangeType, Message
@@ -42,12 +42,6 @@ async def cancel_while_waiting(
     assert task in done, "the cancel was swallowed, or it took too long"
     assert task.cancelled(), f"ended otherwise: {task!r}"
     return task
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 import pytest
+from broker_tools import wait_until
 from pamqp.commands import Basic
 
 import amqpfast
@@ -70,12 +71,6 @@ async def get_message(queue: Queue, timeout: float = 5) -> IncomingMessage:
             if message is not None:
                 return message
             await asyncio.sleep(0.02)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 async def dead_letter_queue(channel: Channel, name: str) -> tuple[Queue, dict[str, Any]]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from broker_tools import TCPProxy, loop_exception_log
+from broker_tools import TCPProxy, loop_exception_log, wait_until
 
 import amqpfast
 from amqpfast import IncomingMessage, Message, RobustChannel, RobustConnection
@@ -20,12 +19,6 @@ from amqpfast.robust_queue import RobustQueue
 def robust_url(amqp_url: str, name: str, **options: object) -> str:
     query = "&".join(f"{key}={value}" for key, value in {"name": name, **options}.items())
     return f"{amqp_url}?reconnect_interval=0.05&{query}"
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 async def ignore(message: IncomingMessage) -> None:
@@ -79,7 +72,9 @@ async def test_a_deleted_queue_is_declared_again_with_its_bindings(amqp_url, uni
 
         admin = await connection.channel()
         await admin.queue_delete(queue.name)
-        await until(lambda: all(tag in underlay.consumers for tag in tags) and len(cancels) == 2)
+        await wait_until(
+            lambda: all(tag in underlay.consumers for tag in tags) and len(cancels) == 2
+        )
 
         assert sorted(cancels) == sorted(tags)
         assert await channel.get_underlay_channel() is underlay  # the channel stayed open
@@ -102,12 +97,12 @@ async def test_someone_elses_queue_is_waited_for_without_closing_the_channel(amq
         underlay = await channel.get_underlay_channel()
 
         await admin.queue_delete(name)
-        await until(lambda: tag not in underlay.consumers)
+        await wait_until(lambda: tag not in underlay.consumers)
         await asyncio.sleep(0.3)  # several passes: its probe fails with 404
         assert tag not in underlay.consumers and not channel.is_closed
 
         await admin.declare_queue(name, robust=False)
-        await until(lambda: tag in underlay.consumers)
+        await wait_until(lambda: tag in underlay.consumers)
         await channel.default_exchange.publish(Message(b"found"), routing_key=name)
         assert await asyncio.wait_for(got.get(), 5) == b"found"
         await admin.queue_delete(name)
@@ -132,7 +127,7 @@ async def test_many_cancelled_queues_are_brought_back_by_the_supervisor(
         admin = await connection.channel()
         for queue in queues:
             await admin.queue_delete(queue.name)
-        await until(lambda: all(tag in underlay.consumers for tag in tags))
+        await wait_until(lambda: all(tag in underlay.consumers for tag in tags))
         assert tasks == {connection._RobustConnection__reconnection_task}  # type: ignore[attr-defined]
 
 
@@ -198,7 +193,7 @@ async def test_the_cancel_hook_is_on_a_reopened_channel(amqp_url, unique):
         admin = await connection.channel()
         await admin.queue_delete(queue.name)
         await asyncio.wait_for(cancelled.wait(), 5)
-        await until(lambda: tag in underlay.consumers)
+        await wait_until(lambda: tag in underlay.consumers)
 
 
 # ------------------------------------------------------------ the queue registry
@@ -281,7 +276,7 @@ async def test_a_missing_queue_keeps_its_channel_pending_not_the_connection(
 
         await admin.queue_delete(name)
         proxy.cut()
-        await until(lambda: sum(isinstance(e, ChannelNotFoundEntity) for e in errors) >= 2)
+        await wait_until(lambda: sum(isinstance(e, ChannelNotFoundEntity) for e in errors) >= 2)
         transport = connection.transport
         assert not restored.is_set() and connection.reconnecting
 
