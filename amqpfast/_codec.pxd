@@ -163,11 +163,17 @@ cdef class FrameWriter:
     cdef int _value(self, object value, int depth) except -1
     cdef int _double(self, double value) except -1
     cdef int _decimal(self, object value) except -1
-    cdef int _properties(self, object properties) except -1
+    cdef int _new_id_field(self, const uint64_t* bits) except -1
+    cdef int _properties(self, object properties, const uint64_t* new_id) except -1
     cdef int _generic_args(self, object method) except -1
     cdef int _small(self, object channel, uint32_t index, object delivery_tag, uint8_t bits,
                     str name) except -1
     cdef int _method_args(self, object method) except -1
     cdef Py_ssize_t _open_frame(self, uint8_t kind, uint16_t channel) except -1
     cdef int _close_frame(self, Py_ssize_t start) except -1
-    cdef int _content(self, uint16_t channel, object method, object body, object properties) except -1
+    cdef int _content(self, uint16_t channel, object method, object body, object properties,
+                      const uint64_t* new_id) except -1
+    cdef int _publish_args(self, object exchange, object routing_key, bint mandatory,
+                           bint immediate) except -1
+    cdef int _content_frames(self, uint16_t channel, object body, object properties,
+                             const uint64_t* new_id) except -1

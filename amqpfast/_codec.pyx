@@ -15,6 +15,7 @@ from libc.string cimport memcmp, memcpy
 import calendar
 import datetime
 import decimal
+import os
 import time
 
 from pamqp import base as _pamqp_base
@@ -34,6 +35,8 @@ from .exceptions import (
 )
 
 cdef extern from "Python.h":
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object string)
     int _PyBytes_Resize(PyObject** string, Py_ssize_t newsize) except -1
     PyObject* PyBytes_FromStringAndSize_RAW "PyBytes_FromStringAndSize" (
         const char* data, Py_ssize_t size) except NULL
@@ -89,6 +92,71 @@ cdef frozenset _CONTENT_INDEXES = frozenset(
 cdef type _PamqpProperties = _pamqp_base.BasicProperties
 cdef tuple _PROPERTY_NAMES = _spec.PROPERTY_NAMES
 cdef uint64_t _UNLIMITED = _spec.FRAME_MAX_UNLIMITED
+
+
+# ------------------------------------------------------------ message ids
+
+# Random UUID4s for messages published without a message_id, made without a
+# Python call: xoshiro256** seeded from os.urandom, reseeded in a forked
+# child so that parent and child never hand out the same ids.
+cdef uint64_t _id_state[4]
+cdef const char* _HEX = b"0123456789abcdef"
+
+
+cdef inline uint64_t _rotl(uint64_t x, int k) noexcept nogil:
+    return (x << k) | (x >> (64 - k))
+
+
+cdef inline uint64_t _next_random() noexcept nogil:
+    cdef uint64_t result = _rotl(_id_state[1] * 5, 7) * 9
+    cdef uint64_t t = _id_state[1] << 17
+    _id_state[2] ^= _id_state[0]
+    _id_state[3] ^= _id_state[1]
+    _id_state[1] ^= _id_state[2]
+    _id_state[0] ^= _id_state[3]
+    _id_state[2] ^= t
+    _id_state[3] = _rotl(_id_state[3], 45)
+    return result
+
+
+def _seed_message_ids():
+    """Seed the message-id generator from os.urandom (at import and in a forked child)."""
+    seed = os.urandom(32)
+    for i in range(4):
+        _id_state[i] = int.from_bytes(seed[i * 8:i * 8 + 8], "big")
+    if not (_id_state[0] | _id_state[1] | _id_state[2] | _id_state[3]):
+        _id_state[0] = 1  # the one state xoshiro never leaves
+
+
+_seed_message_ids()
+os.register_at_fork(after_in_child=_seed_message_ids)
+
+
+cdef inline void _uuid4_bits(uint64_t* bits) noexcept:
+    # 128 random bits with the version (4) and variant (10xx) bits of a UUID4
+    bits[0] = (_next_random() & <uint64_t>0xFFFFFFFFFFFF0FFF) | <uint64_t>0x4000
+    bits[1] = (_next_random() & <uint64_t>0x3FFFFFFFFFFFFFFF) | (<uint64_t>2 << 62)
+
+
+cdef inline void _write_hex_id(const uint64_t* bits, char* out) noexcept:
+    # the 32 hex digits of a UUID without dashes, as uuid.UUID.hex gives them
+    cdef int i
+    for i in range(16):
+        out[i] = _HEX[(bits[0] >> (60 - 4 * i)) & 15]
+        out[16 + i] = _HEX[(bits[1] >> (60 - 4 * i)) & 15]
+
+
+cdef str _hex_id(const uint64_t* bits):
+    cdef str text = PyUnicode_New(32, 127)
+    _write_hex_id(bits, <char*>PyUnicode_DATA(text))
+    return text
+
+
+def new_message_id():
+    """A random UUID4 in hex, as a message published without a message_id gets."""
+    cdef uint64_t bits[2]
+    _uuid4_bits(bits)
+    return _hex_id(bits)
 
 
 # ------------------------------------------------------------ byte order
@@ -1180,9 +1248,12 @@ cdef uint64_t _unsigned(object value, object field, uint64_t high) except? 0xFFF
     cdef uint64_t result
     if not isinstance(value, int):
         raise _bad_type(field, "int", value)
-    if value < 0 or value > high:
+    try:
+        result = value  # converted in C: no Python objects made for the range check
+    except OverflowError:  # negative, or 2**64 and more
+        raise EncodeError(f"{field}: {value} is out of range 0..{high}") from None
+    if result > high:
         raise EncodeError(f"{field}: {value} is out of range 0..{high}")
-    result = value
     return result
 
 
@@ -1437,12 +1508,24 @@ cdef class FrameWriter:
         self._u8(<uint8_t>scale)
         return self._u32(<uint32_t><int32_t>mantissa)
 
-    cdef int _properties(self, object properties) except -1:
+    cdef int _new_id_field(self, const uint64_t* bits) except -1:
+        self._reserve(33)
+        self._buf[self._len] = 32
+        _write_hex_id(bits, self._buf + self._len + 1)
+        self._len += 33
+        return 0
+
+    cdef int _properties(self, object properties, const uint64_t* new_id) except -1:
+        # new_id: the bits of a message_id to send in place of the properties'
+        # (which have none), or NULL
         cdef Py_ssize_t flags_at
         cdef uint16_t flags = 0
         cdef BasicProperties props
         if properties is None:
-            return self._u16(0)
+            if new_id == NULL:
+                return self._u16(0)
+            self._u16(0x0080)
+            return self._new_id_field(new_id)
         if type(properties) is not BasicProperties:
             if not isinstance(properties, (BasicProperties, _PamqpProperties)):
                 raise _bad_type("properties", "BasicProperties", properties)
@@ -1477,7 +1560,10 @@ cdef class FrameWriter:
         if props.expiration is not None and props.expiration != "":
             flags |= 0x0100
             self._string(props.expiration, "properties.expiration", True)
-        if props.message_id is not None and props.message_id != "":
+        if new_id != NULL:
+            flags |= 0x0080
+            self._new_id_field(new_id)
+        elif props.message_id is not None and props.message_id != "":
             flags |= 0x0080
             self._string(props.message_id, "properties.message_id", True)
         if props.timestamp is not None:
@@ -1535,13 +1621,9 @@ cdef class FrameWriter:
                                 "Basic.Reject.delivery_tag", 0xFFFFFFFFFFFFFFFF))
             return self._u8(1 if (<BasicReject>method).requeue else 0)
         if cls is BasicPublish:
-            self._u32(BASIC_PUBLISH)
-            self._u16(0)
-            self._string((<BasicPublish>method).exchange, "Basic.Publish.exchange", True)
-            self._string((<BasicPublish>method).routing_key, "Basic.Publish.routing_key", True)
-            bits = (1 if (<BasicPublish>method).mandatory else 0) | (
-                2 if (<BasicPublish>method).immediate else 0)
-            return self._u8(bits)
+            return self._publish_args(
+                (<BasicPublish>method).exchange, (<BasicPublish>method).routing_key,
+                (<BasicPublish>method).mandatory, (<BasicPublish>method).immediate)
         if cls is BasicDeliver:
             self._u32(BASIC_DELIVER)
             self._string((<BasicDeliver>method).consumer_tag, "Basic.Deliver.consumer_tag", True)
@@ -1633,13 +1715,26 @@ cdef class FrameWriter:
             raise
 
     cdef int _content(self, uint16_t channel, object method, object body,
-                      object properties) except -1:
+                      object properties, const uint64_t* new_id) except -1:
+        cdef Py_ssize_t start = self._open_frame(FRAME_METHOD, channel)
+        self._method_args(method)
+        self._close_frame(start)
+        return self._content_frames(channel, body, properties, new_id)
+
+    cdef int _publish_args(self, object exchange, object routing_key, bint mandatory,
+                           bint immediate) except -1:
+        self._u32(BASIC_PUBLISH)
+        self._u16(0)
+        self._string(exchange, "Basic.Publish.exchange", True)
+        self._string(routing_key, "Basic.Publish.routing_key", True)
+        return self._u8((1 if mandatory else 0) | (2 if immediate else 0))
+
+    cdef int _content_frames(self, uint16_t channel, object body, object properties,
+                             const uint64_t* new_id) except -1:
+        # The content header and body frames that follow a content method.
         cdef Py_buffer view
         cdef Py_ssize_t start, size, offset, chunk
         cdef uint64_t payload_max = self._frame_max - FRAME_OVERHEAD
-        start = self._open_frame(FRAME_METHOD, channel)
-        self._method_args(method)
-        self._close_frame(start)
         PyObject_GetBuffer(body, &view, PyBUF_SIMPLE)
         try:
             size = view.len
@@ -1647,7 +1742,7 @@ cdef class FrameWriter:
             self._u16(BASIC_CLASS_ID)
             self._u16(0)
             self._u64(<uint64_t>size)
-            self._properties(properties)
+            self._properties(properties, new_id)
             self._close_frame(start)
             # Nothing below can fail on bad input: the frames are whole.
             offset = 0
@@ -1694,30 +1789,49 @@ cdef class FrameWriter:
         if isinstance(body, memoryview) and not body.contiguous:
             body = body.tobytes()
         try:
-            self._content(number, method, body, properties)
+            self._content(number, method, body, properties, NULL)
         except BaseException:
             self._len = mark
             raise
 
     def publish(self, channel, body, exchange="", routing_key="", properties=None,
-                mandatory=False, immediate=False):
-        """Append a Basic.Publish with its content header and body frames."""
+                mandatory=False, immediate=False, new_id=False, return_id=False):
+        """Append a Basic.Publish with its content header and body frames.
+
+        With ``new_id``, a message whose properties have no message_id is
+        sent with a random UUID4 (hex) as its message_id; the properties are
+        not changed. With ``return_id`` the message_id sent is returned (what
+        a Basic.Return would carry back; None without one), else None.
+        """
         cdef Py_ssize_t mark = self._len
         cdef uint16_t number = <uint16_t>_unsigned(channel, "channel", 0xFFFF)
-        cdef BasicPublish method = BasicPublish.__new__(BasicPublish)
+        cdef Py_ssize_t start
+        cdef uint64_t bits[2]
+        cdef const uint64_t* stamp = NULL
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise _bad_type("body", "bytes", body)
         if isinstance(body, memoryview) and not body.contiguous:
             body = body.tobytes()
-        method.exchange = exchange
-        method.routing_key = routing_key
-        method.mandatory = mandatory
-        method.immediate = immediate
+        if properties is None:
+            message_id = None
+        elif type(properties) is BasicProperties:
+            message_id = (<BasicProperties>properties).message_id
+        else:
+            message_id = getattr(properties, "message_id", None)
+        if new_id and (message_id is None or message_id == ""):
+            _uuid4_bits(bits)
+            stamp = bits
         try:
-            self._content(number, method, body, properties)
+            start = self._open_frame(FRAME_METHOD, number)
+            self._publish_args(exchange, routing_key, mandatory, immediate)
+            self._close_frame(start)
+            self._content_frames(number, body, properties, stamp)
         except BaseException:
             self._len = mark
             raise
+        if not return_id:
+            return None
+        return message_id if stamp == NULL else _hex_id(stamp)
 
     def ack(self, channel, delivery_tag, multiple=False):
         """Append a Basic.Ack."""

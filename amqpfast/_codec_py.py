@@ -11,6 +11,7 @@ from __future__ import annotations
 import calendar
 import datetime
 import decimal
+import random
 import struct
 import time
 from collections.abc import Container, Iterator
@@ -1019,15 +1020,30 @@ def _method_payload(method: Any) -> bytes:
     return _METHOD_INDEX.pack(index) + _encode_fields(method, fields, method.name)
 
 
-def _encode_properties(properties: Any) -> bytes:
+_getrandbits = random.getrandbits  # reseeded in a forked child
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # version and variant bits
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_message_id() -> str:
+    """A random UUID4 in hex, as a message published without a message_id gets."""
+    return ((_getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET).to_bytes(16, "big").hex()
+
+
+def _encode_properties(properties: Any, new_id: str | None = None) -> bytes:
+    # new_id: a message_id to send in place of the properties' (which have none)
     if properties is None:
-        return b"\x00\x00"
+        if new_id is None:
+            return b"\x00\x00"
+        return _U16.pack(0x0080) + _shortstr(new_id, "properties.message_id")
     if not isinstance(properties, (BasicProperties, _pamqp_base.BasicProperties)):
         raise EncodeError(f"properties: expected BasicProperties, got {type(properties).__name__}")
     flags = 0
     parts = []
     for name, flag, kind in _spec.PROPERTIES:
         value = getattr(properties, name, None)
+        if new_id is not None and name == "message_id":
+            value = new_id
         if value is None:
             continue
         field = f"properties.{name}"
@@ -1122,6 +1138,16 @@ class FrameWriter:
         properties: Any = None,
     ) -> None:
         """Append a content-carrying method, its content header and body frames."""
+        self._content(channel, method, body, properties, None)
+
+    def _content(
+        self,
+        channel: int,
+        method: Any,
+        body: bytes | bytearray | memoryview,
+        properties: Any,
+        new_id: str | None,
+    ) -> None:
         channel = _check_channel(channel)
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise EncodeError(f"body: expected bytes, got {type(body).__name__}")
@@ -1138,7 +1164,7 @@ class FrameWriter:
             _U16.pack(_spec.BASIC_CLASS_ID)
             + b"\x00\x00"
             + _U64.pack(size)
-            + _encode_properties(properties),
+            + _encode_properties(properties, new_id),
         )
         self._buffer += head
         chunk = self._frame_max - _spec.FRAME_OVERHEAD
@@ -1168,11 +1194,28 @@ class FrameWriter:
         properties: Any = None,
         mandatory: bool = False,
         immediate: bool = False,
-    ) -> None:
-        """Append a Basic.Publish with its content header and body frames."""
-        self.content(
-            channel, BasicPublish(exchange, routing_key, mandatory, immediate), body, properties
+        new_id: bool = False,
+        return_id: bool = False,
+    ) -> str | None:
+        """Append a Basic.Publish with its content header and body frames.
+
+        With ``new_id``, a message whose properties have no message_id is
+        sent with a random UUID4 (hex) as its message_id; the properties are
+        not changed. With ``return_id`` the message_id sent is returned (what
+        a Basic.Return would carry back; None without one), else None.
+        """
+        message_id = getattr(properties, "message_id", None)
+        stamped = None
+        if new_id and (message_id is None or message_id == ""):
+            message_id = stamped = new_message_id()
+        self._content(
+            channel,
+            BasicPublish(exchange, routing_key, mandatory, immediate),
+            body,
+            properties,
+            stamped,
         )
+        return message_id if return_id else None
 
     def ack(self, channel: int, delivery_tag: int, multiple: bool = False) -> None:
         """Append a Basic.Ack."""

@@ -40,6 +40,7 @@ MethodFrame = _impl.MethodFrame
 ProtocolHeader = _impl.ProtocolHeader
 decode_table = _impl.decode_table
 encode_table = _impl.encode_table
+new_message_id = _impl.new_message_id
 
 __all__ = [
     "IMPLEMENTATION",
@@ -60,4 +61,5 @@ __all__ = [
     "ProtocolHeader",
     "decode_table",
     "encode_table",
+    "new_message_id",
 ]

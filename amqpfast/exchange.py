@@ -140,7 +140,7 @@ class Exchange(AbstractExchange):
         if self.internal:
             raise ValueError(f"can not publish to internal exchange {self.name!r}")
         channel = self.channel.channel_or_raise()
-        return await channel.publish(
+        sent = channel.publish(
             message.body,
             self.name,
             routing_key,
@@ -148,8 +148,8 @@ class Exchange(AbstractExchange):
             mandatory,
             immediate,
             timeout,
-            True,  # Message.properties builds them anew for each publish
         )
+        return None if sent is None else await sent
 
     async def delete(
         self, if_unused: bool = False, timeout: TimeoutType = None

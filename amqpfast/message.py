@@ -192,7 +192,7 @@ class Message(AbstractMessage):
             self.priority,
             self.correlation_id,
             self.reply_to,
-            encode_expiration(self.expiration),
+            None if self.expiration is None else encode_expiration(self.expiration),
             self.message_id,
             self.timestamp,
             self.type,  # message_type

@@ -11,9 +11,11 @@ Messages without a message_id get a random UUID4, as aiormq gives them.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,7 +29,6 @@ import amqpfast
 from amqpfast import Message
 from amqpfast.codec import BasicProperties, FrameWriter
 from amqpfast.core import Connection, connect
-from amqpfast.core.channel import new_message_id
 
 MARGIN = 0.5  # how much later than its timeout a publish may end
 
@@ -317,12 +318,56 @@ async def test_a_delivery_for_no_consumer_of_ours_goes_back(flow_broker: FlowBro
 # ------------------------------------------------------------ message ids
 
 
-def test_message_ids_are_random_uuid4s() -> None:
-    ids = {new_message_id() for _ in range(10_000)}
+def test_message_ids_are_random_uuid4s(codec: ModuleType) -> None:
+    ids = {codec.new_message_id() for _ in range(10_000)}
     assert len(ids) == 10_000
-    for one in list(ids)[:100]:
+    for one in ids:
         parsed = uuid.UUID(hex=one)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == one
+    # every hex digit turns up in every free position
+    for position in set(range(32)) - {12, 16}:
+        assert len({one[position] for one in ids}) == 16, position
+
+
+def test_the_writer_stamps_an_id_only_where_none_is_given(codec: ModuleType) -> None:
+    writer = codec.FrameWriter()
+    reader = codec.FrameReader()
+
+    def sent(properties: Any) -> Any:
+        returned = writer.publish(1, b"x", "", "q", properties, True, False, True, True)
+        frames = reader.feed(b"".join(writer.take()))
+        assert frames[-1].properties.message_id == returned
+        return returned
+
+    stamped = [
+        sent(None),
+        sent(codec.BasicProperties(message_id="")),
+        sent(spec.Basic.Properties()),
+    ]
+    assert all(uuid.UUID(hex=one).version == 4 for one in stamped) and len(set(stamped)) == 3
+    assert sent(codec.BasicProperties(message_id="mine")) == "mine"
+    assert sent(spec.Basic.Properties(message_id="theirs")) == "theirs"
+    kept = codec.BasicProperties(content_type="text/plain")
+    assert sent(kept) != sent(kept) and kept.message_id is None  # the properties stay as given
+    assert writer.publish(1, b"x", "", "q", None, True, False, False, True) is None  # none sent
+    # not asked for: nothing returned; the id is sent all the same
+    assert writer.publish(1, b"x", "", "q", None, True, False, True) is None
+    [message] = reader.feed(b"".join(writer.take()))[-1:]
+    assert uuid.UUID(hex=message.properties.message_id).version == 4
+
+
+def test_a_forked_child_makes_other_ids_than_its_parent(codec: ModuleType) -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out without running anything else
+        os.write(write_end, "".join(codec.new_message_id() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as pipe:
+        child = pipe.read()
+    parent = "".join(codec.new_message_id() for _ in range(4))
+    assert len(child) == len(parent) == 128 and child != parent
 
 
 async def test_messages_without_an_id_get_a_uuid_and_keep_their_headers(

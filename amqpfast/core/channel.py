@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
 import logging
-import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -48,18 +46,6 @@ _PamqpReturn = spec.Basic.Return
 _PamqpGetOk = spec.Basic.GetOk
 # what pamqp takes as a queue name: a name the broker gives must pass it
 _QUEUE_NAME = pamqp_constants.DOMAIN_REGEX["queue-name"]
-_getrandbits = random.getrandbits  # reseeded in a forked child
-_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # version and variant bits
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
-
-
-def new_message_id() -> str:
-    """A random UUID4 in hex: what a message published without a message_id gets, as in aiormq.
-
-    Cheaper than ``uuid.uuid4().hex`` (no os.urandom call, no UUID object,
-    no string formatting).
-    """
-    return ((_getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET).to_bytes(16, "big").hex()
 
 
 class CallbackCollection(list[Any]):
@@ -879,8 +865,8 @@ class Channel:
         the returned :class:`DeliveredMessage`); without confirms it returns
         None once the message is queued for the socket. ``wait`` is aiormq's
         and changes nothing here: confirms are awaited either way. A message
-        without a ``message_id`` is given a random UUID4 (hex), as in aiormq
-        (on a copy of ``properties``).
+        without a ``message_id`` goes out with a random UUID4 (hex), as in
+        aiormq (written into the frame: ``properties`` are not changed).
 
         :param timeout: seconds for all of it: waiting until the message may
             go out (see :meth:`publish`) and the confirm.
@@ -890,11 +876,10 @@ class Channel:
         :raises ChannelInvalidStateError: the channel is closed.
         :raises TimeoutError: not sent and confirmed within ``timeout``.
         """
-        return await self.publish(
-            body, exchange, routing_key, properties, mandatory, immediate, timeout
-        )
+        sent = self.publish(body, exchange, routing_key, properties, mandatory, immediate, timeout)
+        return None if sent is None else await sent
 
-    async def publish(
+    def publish(
         self,
         body: bytes,
         exchange: str,
@@ -903,46 +888,89 @@ class Channel:
         mandatory: bool = False,
         immediate: bool = False,
         timeout: float | None = None,
-        owned: bool = False,
-    ) -> Any:
+    ) -> Awaitable[Any] | None:
         """The one publish path (:meth:`basic_publish`, ``Exchange.publish``).
 
-        Before the message goes out it waits while the socket is not
-        draining, the broker blocks the connection (Connection.Blocked, a
-        resource alarm) or has flow off on the channel (Channel.Flow);
-        ``timeout`` covers those waits and the confirm. A timeout leaves the
-        channel usable (a confirm that comes later is ignored).
+        Returns None when the message is queued for the socket and there is
+        nothing to wait for (no confirms); else an awaitable of the result,
+        which the caller must await: the message may have to wait before it
+        goes out, while the socket is not draining, the broker blocks the
+        connection (Connection.Blocked, a resource alarm) or has flow off on
+        the channel (Channel.Flow). ``timeout`` covers those waits and the
+        confirm. A timeout leaves the channel usable (a confirm that comes
+        later is ignored).
 
-        :param owned: the caller made ``properties`` for this publish alone
-            (the high-level Message does), so they may be changed in place.
+        Not a coroutine function, for speed: on the common path the call
+        itself queues the message, with no coroutine made.
         """
+        connection = self.connection
+        protocol = connection._protocol
+        if (
+            timeout is not None
+            or self._closed
+            or not self.flow_active
+            or connection._blocked is not None
+            or (protocol is not None and protocol.paused)
+        ):
+            return self._publish_when_sendable(
+                body, exchange, routing_key, properties, mandatory, immediate, timeout
+            )
+        # A message without a message_id gets a random UUID4 (hex), as in
+        # aiormq: the writer puts it in the frame, the properties stay as
+        # they are. A mandatory publish awaiting its confirm is found by it
+        # when the message comes back.
+        confirm_mode = self.confirm_mode
+        message_id = self._writer.publish(
+            self.number,
+            body,
+            exchange,
+            routing_key,
+            properties,
+            mandatory,
+            immediate,
+            True,
+            mandatory and confirm_mode,
+        )
+        connection._schedule_flush()
+        if not confirm_mode:
+            return None
+        # written (it encoded): now it is tracked
+        tag = self._delivery_tag = self._delivery_tag + 1
+        future = self.loop.create_future()
+        self._confirms[tag] = future
+        if message_id is not None:  # mandatory: it has one, given or made
+            if message_id in self._return_keys:
+                self._return_later.setdefault(message_id, deque()).append(tag)
+            else:
+                self._return_keys[message_id] = tag
+            self._tag_keys[tag] = (message_id, exchange, routing_key)
+        return self._until_confirmed(future)
+
+    async def _until_confirmed(self, future: asyncio.Future[Any]) -> Any:
         try:
-            if timeout is None:
-                if self._closed or not self._may_send():
-                    await self._until_sendable()
-                future = self._start_publish(
-                    body, exchange, routing_key, properties, mandatory, immediate, owned
-                )
-                return None if future is None else await future
-            # not wait_for: a cancel that comes with the confirm's error must stay visible
-            async with asyncio.timeout(timeout):
-                if self._closed or not self._may_send():
-                    await self._until_sendable()
-                future = self._start_publish(
-                    body, exchange, routing_key, properties, mandatory, immediate, owned
-                )
-                return None if future is None else await future
+            return await future
         except asyncio.CancelledError as cancelled:
             raise self._close_reason(cancelled) from cancelled
 
-    def _may_send(self) -> bool:
-        connection = self.connection
-        protocol = connection._protocol
-        return (
-            self.flow_active
-            and connection._blocked is None
-            and (protocol is None or not protocol.paused)
-        )
+    async def _publish_when_sendable(
+        self,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        properties: BasicProperties | None,
+        mandatory: bool,
+        immediate: bool,
+        timeout: float | None,
+    ) -> Any:
+        try:
+            # not wait_for: a cancel that comes with the confirm's error must stay visible
+            async with asyncio.timeout(timeout):
+                await self._until_sendable()
+                # sendable now, nothing awaited since: publish() sends it at once
+                sent = self.publish(body, exchange, routing_key, properties, mandatory, immediate)
+                return None if sent is None else await sent
+        except asyncio.CancelledError as cancelled:
+            raise self._close_reason(cancelled) from cancelled
 
     async def _until_sendable(self) -> None:
         # each wait ends when its condition ends or the channel or
@@ -991,48 +1019,6 @@ class Channel:
             task.uncancel()
             return reason
         return cancelled
-
-    def _start_publish(
-        self,
-        body: bytes,
-        exchange: str,
-        routing_key: str,
-        properties: BasicProperties | None,
-        mandatory: bool,
-        immediate: bool,
-        owned: bool,
-    ) -> asyncio.Future[Any] | None:
-        """Queue a publish for the socket; in confirm mode, the future of its confirm."""
-        if self._closed:
-            self._check_open()
-        if properties is None:
-            properties = BasicProperties(message_id=new_message_id())
-        elif not properties.message_id:
-            if not owned:  # the caller's may be used again: each publish gets its own id
-                properties = (
-                    properties.copy()
-                    if type(properties) is BasicProperties
-                    else copy.copy(properties)  # pamqp's, from aiormq code
-                )
-            properties.message_id = new_message_id()
-        self._writer.publish(
-            self.number, body, exchange, routing_key, properties, mandatory, immediate
-        )
-        self.connection._schedule_flush()
-        if not self.confirm_mode:
-            return None
-        # written (it encoded): now it is tracked
-        tag = self._delivery_tag = self._delivery_tag + 1
-        future = self.loop.create_future()
-        self._confirms[tag] = future
-        if mandatory:
-            message_id: str = properties.message_id  # type: ignore[assignment]
-            if message_id in self._return_keys:
-                self._return_later.setdefault(message_id, deque()).append(tag)
-            else:
-                self._return_keys[message_id] = tag
-            self._tag_keys[tag] = (message_id, exchange, routing_key)
-        return future
 
     def _returned_tag(self, returned: Any, message_id: str) -> int | None:
         # A Basic.Return carries the message_id back. Publishes that share
