@@ -442,14 +442,17 @@ class IncomingMessage(Message, AbstractIncomingMessage):
             raise TypeError('Can\'t ack a message consumed with "no_ack"')
         if self._processed:
             raise MessageProcessError("Message already processed", self)
-        return self.channel
+        channel = self._channel  # as the channel property, without its call
+        if channel.is_closed:
+            raise ChannelInvalidStateError(f"{channel!r} is closed")
+        return channel
 
     async def ack(self, multiple: bool = False) -> None:
         """Acknowledge the message (all up to it with ``multiple``).
 
         :raises MessageProcessError: it was acked, nacked or rejected already.
         """
-        sent = self._settle().basic_ack(self.delivery_tag, multiple)  # type: ignore[arg-type]
+        sent = self._settle().basic_ack(self._delivery.delivery_tag, multiple)
         if sent is not DONE:  # another channel type (a test double, say) may really wait
             await sent
         _set_processed(self, True)
@@ -457,7 +460,7 @@ class IncomingMessage(Message, AbstractIncomingMessage):
 
     async def reject(self, requeue: bool = False) -> None:
         """Reject the message; dropped (or dead-lettered) unless ``requeue``."""
-        sent = self._settle().basic_reject(self.delivery_tag, requeue)  # type: ignore[arg-type]
+        sent = self._settle().basic_reject(self._delivery.delivery_tag, requeue)
         if sent is not DONE:
             await sent
         _set_processed(self, True)
@@ -465,7 +468,7 @@ class IncomingMessage(Message, AbstractIncomingMessage):
 
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
         """Reject the message (all up to it with ``multiple``), requeued by default."""
-        sent = self._settle().basic_nack(self.delivery_tag, multiple, requeue)  # type: ignore[arg-type]
+        sent = self._settle().basic_nack(self._delivery.delivery_tag, multiple, requeue)
         if sent is not DONE:
             await sent
         _set_processed(self, True)

@@ -286,15 +286,14 @@ class RobustQueueIterator(QueueIterator):
         queue.close_callbacks.add(self._on_lost)
 
     def _on_connection_closed(self, _future: Any) -> None:
-        if not self._closed.done():
-            self._closed.set_result(True)
+        self._set_closed()
 
     def _on_channel_lost(self, _queue: Any, _error: BaseException | None) -> None:
         tag = self._consumer_tag
         if tag is None or self._closed.done():
             return  # not started: consume() waits for the restore
         if not self._amqp_queue._restores(tag):
-            self._closed.set_result(True)  # nothing will come: end the iteration
+            self._set_closed()  # nothing will come: end the iteration
 
     def _on_iterator_closed(self, future: Any) -> None:
         super()._on_iterator_closed(future)
