@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -149,7 +150,12 @@ class Exchange(AbstractExchange):
             immediate,
             timeout,
         )
-        return None if sent is None else await sent
+        if sent is None:
+            return None
+        try:
+            return await sent
+        except asyncio.CancelledError as cancelled:
+            raise channel.close_error(cancelled) from cancelled
 
     async def delete(
         self, if_unused: bool = False, timeout: TimeoutType = None

@@ -877,7 +877,12 @@ class Channel:
         :raises TimeoutError: not sent and confirmed within ``timeout``.
         """
         sent = self.publish(body, exchange, routing_key, properties, mandatory, immediate, timeout)
-        return None if sent is None else await sent
+        if sent is None:
+            return None
+        try:
+            return await sent
+        except asyncio.CancelledError as cancelled:
+            raise self.close_error(cancelled) from cancelled
 
     def publish(
         self,
@@ -893,7 +898,9 @@ class Channel:
 
         Returns None when the message is queued for the socket and there is
         nothing to wait for (no confirms); else an awaitable of the result,
-        which the caller must await: the message may have to wait before it
+        which the caller must await (a cancel that comes with the channel's
+        close turned into its error by :meth:`close_error`, as
+        :meth:`basic_publish` does): the message may have to wait before it
         goes out, while the socket is not draining, the broker blocks the
         connection (Connection.Blocked, a resource alarm) or has flow off on
         the channel (Channel.Flow). ``timeout`` covers those waits and the
@@ -944,13 +951,7 @@ class Channel:
             else:
                 self._return_keys[message_id] = tag
             self._tag_keys[tag] = (message_id, exchange, routing_key)
-        return self._until_confirmed(future)
-
-    async def _until_confirmed(self, future: asyncio.Future[Any]) -> Any:
-        try:
-            return await future
-        except asyncio.CancelledError as cancelled:
-            raise self._close_reason(cancelled) from cancelled
+        return future
 
     async def _publish_when_sendable(
         self,
@@ -970,7 +971,7 @@ class Channel:
                 sent = self.publish(body, exchange, routing_key, properties, mandatory, immediate)
                 return None if sent is None else await sent
         except asyncio.CancelledError as cancelled:
-            raise self._close_reason(cancelled) from cancelled
+            raise self.close_error(cancelled) from cancelled
 
     async def _until_sendable(self) -> None:
         # each wait ends when its condition ends or the channel or
@@ -999,11 +1000,15 @@ class Channel:
         elif resumed is None:
             self._flow_resumed = self.loop.create_future()
 
-    def _close_reason(self, cancelled: asyncio.CancelledError) -> BaseException:
-        """What a handler cancelled by the close of its channel should see: the close's error.
+    def close_error(self, cancelled: asyncio.CancelledError) -> BaseException:
+        """What a handler cancelled by the close of its channel should raise: the close's error.
 
         The close cancels the handlers with its error as the message; only
-        that cancel is taken back, one from elsewhere stays a CancelledError.
+        that cancel is taken back, one from elsewhere stays a CancelledError
+        (returned as it is). Used where a wait on the channel is cancelled::
+
+            except asyncio.CancelledError as cancelled:
+                raise channel.close_error(cancelled) from cancelled
         """
         closing = self._closing
         reason = cancelled.args[0] if cancelled.args else None
