@@ -205,8 +205,9 @@ async def stream(conn: Connection, unique: str) -> Queue:
         ("next", []),
         (6, [6, 7, 8, 9]),
         (datetime.timedelta(minutes=-5), list(range(10))),  # a time before them all
+        ("10m", list(range(10))),  # an interval: stored in the last ten minutes
     ],
-    ids=["first", "last", "next", "offset", "timestamp"],
+    ids=["first", "last", "next", "offset", "timestamp", "interval"],
 )
 async def test_a_stream_is_read_from_the_offset_asked_for(
     stream: Queue, offset: Any, expected: list[int]
