@@ -3,7 +3,12 @@
 # A broker that already listens is left exactly as it is (never stopped or
 # reconfigured); otherwise the Debian package is installed if missing and a
 # node is started in the background.
+#   bash scripts/broker.sh                  as above
+#   bash scripts/broker.sh --install-only   only install the package if missing
+#                                           (for scripts/cluster.sh: no node started)
 set -euo pipefail
+INSTALL_ONLY=0
+if [ "${1:-}" = "--install-only" ]; then INSTALL_ONLY=1; fi
 
 HOST=127.0.0.1
 PORT=5672
@@ -17,7 +22,7 @@ listening() {
     timeout 3 bash -c "exec 3<>/dev/tcp/$HOST/$PORT" 2>/dev/null
 }
 
-if listening; then
+if [ "$INSTALL_ONLY" -eq 0 ] && listening; then
     log "RabbitMQ listens on $HOST:$PORT"
     exit 0
 fi
@@ -32,6 +37,7 @@ if ! command -v rabbitmq-server >/dev/null 2>&1; then
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server \
         >/dev/null
 fi
+if [ "$INSTALL_ONLY" -eq 1 ]; then exit 0; fi
 
 deadline=$((SECONDS + WAIT))
 

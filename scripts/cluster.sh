@@ -14,15 +14,21 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+if [ "$#" -lt 1 ]; then
+    echo "usage: $0 up|status|down [--state FILE] [--size N] [--timeout SECONDS]" >&2
+    exit 2
+fi
+
+# On a fresh machine, up installs what it needs first: the project's venv and
+# Debian's rabbitmq-server package (no node of it is started).
+if [ "$1" = "up" ]; then
+    if [ ! -x .venv/bin/python ]; then bash scripts/setup.sh; fi
+    bash scripts/broker.sh --install-only
+fi
 if [ -x .venv/bin/python ]; then
     PYTHON=.venv/bin/python
 else
     PYTHON=python3
-fi
-
-if [ "$#" -lt 1 ]; then
-    echo "usage: $0 up|status|down [--state FILE] [--size N] [--timeout SECONDS]" >&2
-    exit 2
 fi
 
 export AMQPFAST_CLUSTER_STATE="${AMQPFAST_CLUSTER_STATE:-$ROOT/.cluster/cluster.json}"
