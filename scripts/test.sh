@@ -64,6 +64,10 @@ step "pytest" python -m pytest --durations=10 || true
 step "pytest codec (python)" env AMQPFAST_NO_EXTENSIONS=1 \
     python -m pytest tests -k codec -rfEX --durations=5 || true
 
+# The performance guard: instructions per message of the main scenarios
+# (valgrind), more than 10 % over benchmarks/instructions.json fails.
+step instructions bash scripts/instructions.sh || true
+
 # aio-pika's own test suite (fetched at run time) against amqpfast: fails on
 # any failure that is neither a deliberate difference nor a known one
 # (scripts/aio_pika_suite/expected.txt, known_failures.txt).

@@ -1,0 +1,330 @@
+"""The performance guard: CPU instructions per message, counted, not timed.
+
+Wall-clock and CPU-time benchmarks swing by ±20 % on a shared machine; the
+number of instructions the client executes per message does not. Each
+scenario runs in a process of its own under ``valgrind --tool=callgrind``
+twice, with ``SMALL`` and ``LARGE`` messages; the difference divided by the
+difference in messages is the cost of one message, without the start-up, the
+connect and the first messages (while Python specialises its bytecode).
+
+The scenarios use the compiled codec. Those marked "fake" talk to the fake
+broker of fake_broker.py (a process of its own, not counted, that answers at
+once); "rpc" needs the real broker (``AMQP_URL``, default the local one).
+
+    python benchmarks/instructions.py            # count, print, compare with the record
+    python benchmarks/instructions.py --check    # the same; exit 1 when one is > 10 % over
+    python benchmarks/instructions.py --record   # write the counts as the new record
+
+The record (benchmarks/instructions.json) holds the counts of one
+interpreter (its version is in the record): counts from another interpreter
+are not comparable and are only printed. Updating the record is a deliberate,
+reviewed change (a commit of the JSON file with the reason in its message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RECORD = HERE / "instructions.json"
+TOLERANCE = 0.10  # a scenario may cost this much more than recorded
+SMALL, LARGE = 1_000, 5_000  # messages in the two runs of a scenario
+RPC_SMALL, RPC_LARGE = 200, 1_000  # calls
+BODY = b"x" * 64
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+WORKERS = 2  # valgrind processes at once (the counts do not depend on it)
+
+
+# ------------------------------------------------------------ the workloads
+# Each runs once in the measured process; ``count`` messages (or calls).
+
+
+async def _api_channel(url: str, confirms: bool) -> tuple[Any, Any]:
+    import amqpfast
+
+    connection = await amqpfast.connect(url)
+    return connection, await connection.channel(publisher_confirms=confirms)
+
+
+async def api_publish(url: str, count: int) -> None:
+    import amqpfast
+
+    connection, channel = await _api_channel(url, False)
+    exchange = channel.default_exchange
+    for _ in range(count):
+        await exchange.publish(amqpfast.Message(BODY), routing_key="fake.sink")
+    await channel.set_qos(prefetch_count=0)  # a round trip: all of them have left
+    await connection.close()
+
+
+async def api_publish_confirm(url: str, count: int) -> None:
+    import amqpfast
+
+    connection, channel = await _api_channel(url, True)
+    exchange = channel.default_exchange
+    for start in range(0, count, 500):
+        window = min(500, count - start)
+        await asyncio.gather(
+            *[exchange.publish(amqpfast.Message(BODY), "fake.sink") for _ in range(window)]
+        )
+    await connection.close()
+
+
+async def _api_consume(url: str, count: int, ack: bool) -> None:
+    connection, channel = await _api_channel(url, False)
+    await channel.set_qos(prefetch_count=1000)
+    queue = await channel.declare_queue(f"fake.deliver.{count}", passive=True)
+    done = asyncio.get_running_loop().create_future()
+    seen = 0
+
+    async def on_message(message: Any) -> None:
+        nonlocal seen
+        if ack:
+            await message.ack()
+        seen += 1
+        if seen == count:
+            done.set_result(None)
+
+    await queue.consume(on_message, no_ack=not ack)
+    await done
+    await channel.set_qos(prefetch_count=10)  # a round trip: the acks have left
+    await connection.close()
+
+
+async def api_consume(url: str, count: int) -> None:
+    await _api_consume(url, count, ack=False)
+
+
+async def api_consume_ack(url: str, count: int) -> None:
+    await _api_consume(url, count, ack=True)
+
+
+async def api_iterator_process(url: str, count: int) -> None:
+    connection, channel = await _api_channel(url, False)
+    await channel.set_qos(prefetch_count=1000)
+    queue = await channel.declare_queue(f"fake.deliver.{count}", passive=True)
+    seen = 0
+    async with queue.iterator() as messages:
+        async for message in messages:
+            async with message.process():
+                seen += 1
+            if seen == count:
+                break
+    await connection.close()
+
+
+async def core_publish(url: str, count: int) -> None:
+    from amqpfast.core import connect
+
+    connection = await connect(url)
+    channel = await connection.channel(publisher_confirms=False)
+    for _ in range(count):
+        await channel.basic_publish(BODY, routing_key="fake.sink")
+    await channel.basic_qos(prefetch_count=0)
+    await connection.close()
+
+
+async def core_consume_ack(url: str, count: int) -> None:
+    from amqpfast.core import connect
+
+    connection = await connect(url)
+    channel = await connection.channel(publisher_confirms=False)
+    await channel.basic_qos(prefetch_count=1000)
+    done = asyncio.get_running_loop().create_future()
+    seen = 0
+
+    def on_message(message: Any) -> None:
+        nonlocal seen
+        channel.basic_ack(message.delivery.delivery_tag)
+        seen += 1
+        if seen == count:
+            done.set_result(None)
+
+    await channel.basic_consume(f"fake.deliver.{count}", on_message)
+    await done
+    await channel.basic_qos(prefetch_count=10)
+    await connection.close()
+
+
+async def api_rpc(url: str, count: int) -> None:
+    import amqpfast
+    from amqpfast.patterns import RPC
+
+    async with await amqpfast.connect(url) as connection:
+        channel = await connection.channel()
+        rpc = await RPC.create(channel)
+        method = f"instructions.{uuid.uuid4().hex[:8]}"
+
+        async def double(*, value: int) -> int:
+            return value * 2
+
+        await rpc.register(method, double, auto_delete=True)
+        for number in range(count):
+            assert await rpc.call(method, kwargs={"value": number}) == number * 2
+        await rpc.close()
+
+
+Workload = Callable[[str, int], Awaitable[None]]
+# name: (workload, needs the real broker)
+SCENARIOS: dict[str, tuple[Workload, bool]] = {
+    "api publish": (api_publish, False),
+    "api publish+confirm": (api_publish_confirm, False),
+    "api consume": (api_consume, False),
+    "api consume+ack": (api_consume_ack, False),
+    "api iterator+process": (api_iterator_process, False),
+    "api rpc call": (api_rpc, True),
+    "core publish": (core_publish, False),
+    "core consume+ack": (core_consume_ack, False),
+}
+
+
+def _run_workload(name: str, url: str, count: int) -> None:
+    """In the measured process: the workload, on asyncio's own loop."""
+    workload, _ = SCENARIOS[name]
+    asyncio.run(workload(url, count))
+
+
+# ------------------------------------------------------------ counting
+
+
+def _valgrind() -> str:
+    found = shutil.which("valgrind")
+    if found is None:
+        raise SystemExit("instructions.py: valgrind is not installed (scripts/instructions.sh)")
+    return found
+
+
+def _instructions(name: str, url: str, count: int) -> int:
+    """What one run of the scenario executes, start-up included."""
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    environment.pop("AMQPFAST_NO_EXTENSIONS", None)
+    run = subprocess.run(
+        [
+            _valgrind(),
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            __file__,
+            "--run",
+            name,
+            "--url",
+            url,
+            "--count",
+            str(count),
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=600,
+    )
+    found = re.search(r"Collected : (\d+)", run.stderr)
+    if run.returncode != 0 or found is None:
+        raise RuntimeError(f"{name} with {count} messages failed:\n{run.stderr[-3000:]}")
+    return int(found.group(1))
+
+
+def _runs(name: str) -> tuple[int, int]:
+    _, real = SCENARIOS[name]
+    return (RPC_SMALL, RPC_LARGE) if real else (SMALL, LARGE)
+
+
+def interpreter() -> str:
+    return f"{platform.python_implementation()} {platform.python_version()}"
+
+
+def measure(names: list[str]) -> dict[str, int]:
+    sys.path.insert(0, str(HERE))
+    from fake_broker import FakeBroker
+
+    real_url = os.environ.get("AMQP_URL", DEFAULT_URL)
+    counts = {}
+    with FakeBroker(BODY) as fake, ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        runs = {
+            (name, count): pool.submit(
+                _instructions, name, real_url if SCENARIOS[name][1] else fake.url, count
+            )
+            for name in names
+            for count in _runs(name)
+        }
+        for name in names:
+            small, large = _runs(name)
+            cost = runs[name, large].result() - runs[name, small].result()
+            counts[name] = round(cost / (large - small))
+            print(f"  {name:24} {counts[name]:>9,} instructions per message", flush=True)
+    return counts
+
+
+def compare(counts: dict[str, int], record: dict[str, Any]) -> list[str]:
+    """The scenarios that cost more than the record allows."""
+    over = []
+    for name, count in counts.items():
+        recorded = record["instructions"].get(name)
+        if recorded is None:
+            print(f"  {name}: not in the record")
+            continue
+        change = count / recorded - 1
+        verdict = "OVER" if change > TOLERANCE else "ok"
+        print(f"  {name:24} {recorded:>9,} -> {count:>9,}  {change:+6.1%}  {verdict}")
+        if change > TOLERANCE:
+            over.append(name)
+    return over
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when over the record")
+    parser.add_argument("--record", action="store_true", help="write the counts as the record")
+    parser.add_argument("-k", dest="match", default="", help="scenarios whose name contains it")
+    parser.add_argument("--run", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    options = parser.parse_args(argv)
+    if options.run:
+        _run_workload(options.run, options.url, options.count)
+        return 0
+
+    from amqpfast.codec import IMPLEMENTATION
+
+    if IMPLEMENTATION != "c":
+        raise SystemExit("instructions.py: the compiled codec is not built")
+    names = [name for name in SCENARIOS if options.match in name]
+    print(f"instructions per message, {interpreter()}, compiled codec:")
+    counts = measure(names)
+    record = json.loads(RECORD.read_text()) if RECORD.exists() else None
+    if options.record:
+        kept = record["instructions"] if record and record["interpreter"] == interpreter() else {}
+        RECORD.write_text(
+            json.dumps({"interpreter": interpreter(), "instructions": {**kept, **counts}}, indent=2)
+            + "\n"
+        )
+        print(f"recorded in {RECORD.relative_to(HERE.parent)}")
+        return 0
+    if record is None:
+        print("no record to compare with (--record writes one)")
+        return 0
+    if record["interpreter"] != interpreter():
+        print(f"the record is of {record['interpreter']}: counts of another interpreter differ")
+        return 0
+    print(f"against the record (more than {TOLERANCE:.0%} over fails):")
+    over = compare(counts, record)
+    if over and options.check:
+        print(f"costs more than recorded: {', '.join(over)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
