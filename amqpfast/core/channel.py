@@ -1045,6 +1045,9 @@ class Channel:
             return
         key = route[0]
         later = self._return_later.get(key)
+        if later is None:  # the common case: no other publish awaiting shares its id
+            self._return_keys.pop(key, None)
+            return
         if self._return_keys.get(key) == tag:
             if later:
                 self._return_keys[key] = later.popleft()
@@ -1079,7 +1082,9 @@ class Channel:
             # must not make this loop run for ever
             last = self._delivery_tag
         for tag in range(self._confirm_floor, last + 1):
-            future = self._confirmed(tag) if marked else confirms.pop(tag, None)
+            if marked:
+                self._untrack_return(tag)
+            future = confirms.pop(tag, None)
             if future is not None and not future.done():
                 future.set_result(ack)
         if last >= self._confirm_floor:
