@@ -159,13 +159,13 @@ async def core_consume_ack(url: str, count: int) -> None:
     await connection.close()
 
 
-async def api_rpc(url: str, count: int) -> None:
+async def api_rpc(url: str, count: int, direct_reply_to: bool = False) -> None:
     import amqpfast
     from amqpfast.patterns import RPC
 
     async with await amqpfast.connect(url) as connection:
         channel = await connection.channel()
-        rpc = await RPC.create(channel)
+        rpc = await RPC.create(channel, direct_reply_to=direct_reply_to)
         method = f"instructions.{uuid.uuid4().hex[:8]}"
 
         async def double(*, value: int) -> int:
@@ -177,6 +177,10 @@ async def api_rpc(url: str, count: int) -> None:
         await rpc.close()
 
 
+async def api_rpc_direct(url: str, count: int) -> None:
+    await api_rpc(url, count, direct_reply_to=True)
+
+
 Workload = Callable[[str, int], Awaitable[None]]
 # name: (workload, needs the real broker)
 SCENARIOS: dict[str, tuple[Workload, bool]] = {
@@ -186,6 +190,7 @@ SCENARIOS: dict[str, tuple[Workload, bool]] = {
     "api consume+ack": (api_consume_ack, False),
     "api iterator+process": (api_iterator_process, False),
     "api rpc call": (api_rpc, True),
+    "api rpc call, direct reply-to": (api_rpc_direct, True),
     "core publish": (core_publish, False),
     "core consume+ack": (core_consume_ack, False),
 }

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 import pytest
-from broker_tools import wait_until
+from broker_tools import close_connections_named, wait_for_connection_named, wait_until
 from pamqp.commands import Basic
 
 import amqpfast
@@ -39,6 +39,7 @@ from amqpfast.patterns import (
     Worker,
 )
 from amqpfast.queue import Queue
+from amqpfast.testing import with_query
 
 # Some handlers here are plain functions on purpose (aio-pika accepts them,
 # deprecated): the warnings they give are checked in one test, not repeated.
@@ -347,9 +348,10 @@ def fail(*, reason: str) -> None:
     raise TaskFailed(reason)
 
 
-@pytest.fixture
-async def rpc(chan: Channel) -> AsyncIterator[RPC]:
-    rpc = await RPC.create(chan, auto_delete=True)
+@pytest.fixture(params=[False, True], ids=["result-queue", "direct-reply-to"])
+async def rpc(chan: Channel, request: pytest.FixtureRequest) -> AsyncIterator[RPC]:
+    """An RPC with a result queue of its own, or replies through direct reply-to."""
+    rpc = await RPC.create(chan, auto_delete=True, direct_reply_to=request.param)
     try:
         yield rpc
     finally:
@@ -481,6 +483,9 @@ async def test_register_plain_function_is_deprecated(rpc: RPC, unique: str):
 async def test_unknown_and_returned_messages_are_logged(
     rpc: RPC, chan: Channel, unique: str, caplog: pytest.LogCaptureFixture
 ):
+    if rpc.direct_reply_to:
+        pytest.skip("direct reply-to has no queue that strays could be published to")
+
     async def warned(text: str) -> logging.LogRecord:
         async with asyncio.timeout(5):
             while True:
@@ -503,6 +508,26 @@ async def test_unknown_and_returned_messages_are_logged(
         await chan.default_exchange.publish(Message(b"lost"), f"{unique}-nobody")
         record = await warned("Message without correlation_id was returned:")
         assert isinstance(record.args, tuple) and record.args[0].body == b"lost"
+
+
+async def test_direct_reply_to_calls_go_on_after_a_reconnect(amqp_url: str, unique: str):
+    url = with_query(amqp_url, name=unique, reconnect_interval=0.2)
+    connection = await amqpfast.connect_robust(url)
+    try:
+        channel = await connection.channel()
+        rpc = await RPC.create(channel, direct_reply_to=True)
+        await rpc.register(unique, multiply, auto_delete=True)
+        assert await rpc.call(unique, {"x": 2, "y": 3}) == 6
+        reconnected = asyncio.Event()
+        connection.reconnect_callbacks.add(lambda *_: reconnected.set())
+        await wait_for_connection_named(unique)
+        await asyncio.to_thread(close_connections_named, unique)
+        await asyncio.wait_for(reconnected.wait(), 15)
+        # the reply consumer came back with the channel: replies find the caller again
+        assert await asyncio.wait_for(rpc.call(unique, {"x": 4, "y": 5}), 10) == 20
+        await rpc.close()
+    finally:
+        await connection.close()
 
 
 async def test_register_twice_is_refused(rpc: RPC, unique: str):
@@ -578,7 +603,11 @@ async def test_call_and_reply_messages_on_the_wire(rpc: RPC, chan: Channel, uniq
     assert message.priority == 5
     assert message.delivery_mode == DeliveryMode.NOT_PERSISTENT
     assert message.content_type == "application/python-pickle"
-    assert message.reply_to == rpc.result_queue.name
+    if rpc.direct_reply_to:  # the broker gives each call a reply address of its own
+        assert message.reply_to is not None
+        assert message.reply_to.startswith(f"{RPC.DIRECT_REPLY_TO}.")
+    else:
+        assert message.reply_to == rpc.result_queue.name
     assert message.headers == {"From": rpc.result_queue.name}
     assert message.expiration == 30
     assert message.correlation_id in rpc.futures
@@ -593,6 +622,7 @@ async def test_call_and_reply_messages_on_the_wire(rpc: RPC, chan: Channel, uniq
             type=RPCMessageType.ERROR.value,
         ),
         message.reply_to,
+        mandatory=False,  # as the callee replies: RabbitMQ returns mandatory direct replies
     )
     await message.ack()
     with pytest.raises(RPCException):

@@ -85,6 +85,7 @@ class RPC(Base):
     __slots__ = (
         "channel",
         "consumer_tags",
+        "direct_reply_to",
         "dlx_exchange",
         "futures",
         "host_exceptions",
@@ -99,6 +100,7 @@ class RPC(Base):
     )
 
     DLX_NAME = "rpc.dlx"
+    DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"  # RabbitMQ's pseudo-queue for replies
     DELIVERY_MODE = DeliveryMode.NOT_PERSISTENT
 
     result_queue: Queue
@@ -117,6 +119,7 @@ class RPC(Base):
         self.host_exceptions = host_exceptions
         # registered function -> routing key, to unregister by the function given
         self._funcs: dict[Callable[..., Any], str] = {}
+        self.direct_reply_to = False
 
     def __repr__(self) -> str:
         queue = getattr(self, "result_queue", None)
@@ -154,10 +157,17 @@ class RPC(Base):
         :param durable: the result queue (and ``exchange``) survive a broker restart.
         :param exchange: route calls through this direct exchange (routing
             key ``"<exchange>::<method>"``) instead of the default exchange.
-        :param kwargs: more :meth:`Channel.declare_queue` arguments for the result queue.
+        :param kwargs: more :meth:`Channel.declare_queue` arguments for the
+            result queue; and amqpfast's ``direct_reply_to=True`` (not in
+            aio-pika): replies come through RabbitMQ's direct reply-to
+            (``amq.rabbitmq.reply-to``) instead of a result queue, so no
+            queue is declared and a reply skips the queue on its way;
+            ``call(expiration=...)`` is then a timeout on the whole call (a
+            dead-lettered call cannot find its way back).
         """
         if hasattr(self, "result_queue"):
             return
+        direct_reply_to = bool(kwargs.pop("direct_reply_to", False))
         self.rpc_exchange = (
             await self.channel.declare_exchange(
                 exchange, type=ExchangeType.DIRECT, auto_delete=True, durable=durable
@@ -165,19 +175,28 @@ class RPC(Base):
             if exchange
             else None
         )
-        result_queue = await self.channel.declare_queue(
-            None, auto_delete=auto_delete, durable=durable, **kwargs
-        )
         self.dlx_exchange = await self.channel.declare_exchange(
             self.DLX_NAME, type=ExchangeType.HEADERS, auto_delete=True
         )
-        # expired calls come back through the DLX by the caller's "From" header
-        await result_queue.bind(
-            self.dlx_exchange, "", arguments={"From": result_queue.name, "x-match": "any"}
-        )
-        self.result_consumer_tag = await result_queue.consume(
-            self.on_result_message, exclusive=True, no_ack=True
-        )
+        if direct_reply_to:
+            # consumed without acks on the channel that publishes the calls,
+            # as RabbitMQ requires; the broker names each call's reply address
+            result_queue = await self.channel.get_queue(self.DIRECT_REPLY_TO, ensure=False)
+            self.result_consumer_tag = await result_queue.consume(
+                self.on_result_message, no_ack=True
+            )
+        else:
+            result_queue = await self.channel.declare_queue(
+                None, auto_delete=auto_delete, durable=durable, **kwargs
+            )
+            # expired calls come back through the DLX by the caller's "From" header
+            await result_queue.bind(
+                self.dlx_exchange, "", arguments={"From": result_queue.name, "x-match": "any"}
+            )
+            self.result_consumer_tag = await result_queue.consume(
+                self.on_result_message, exclusive=True, no_ack=True
+            )
+        self.direct_reply_to = direct_reply_to
         self.result_queue = result_queue
         self.channel.close_callbacks.add(self.on_close)
         self.channel.return_callbacks.add(self.on_message_returned)
@@ -200,9 +219,10 @@ class RPC(Base):
                 for func in list(self.consumer_tags):
                     await self.unregister(func)
                 await result_queue.cancel(self.result_consumer_tag)
-                # deleting the queue drops its DLX binding too; a late reply
-                # left in it must not make the delete fail
-                await result_queue.delete(if_unused=False, if_empty=False)
+                if not self.direct_reply_to:  # the pseudo-queue is not ours to delete
+                    # deleting the queue drops its DLX binding too; a late reply
+                    # left in it must not make the delete fail
+                    await result_queue.delete(if_unused=False, if_empty=False)
         finally:
             # again: calls made while the broker answered are pending too
             self._cancel_calls()
@@ -293,6 +313,11 @@ class RPC(Base):
             log.debug("calling %s(%r)", routing_key, kwargs)
             exchange = self.rpc_exchange or self.channel.default_exchange
             await exchange.publish(message, routing_key=routing_key, mandatory=True)
+            if expiration is not None and self.direct_reply_to:
+                try:
+                    return await asyncio.wait_for(future, expiration)
+                except TimeoutError:
+                    raise TimeoutError("Message timed-out", message) from None
             return await future
         finally:
             if not future.done():
