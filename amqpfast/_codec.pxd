@@ -91,6 +91,25 @@ cdef class BasicProperties:
     cdef public object cluster_id
 
 
+cdef class MessageBase:
+    cdef public bint _locked
+    cdef public object body
+    cdef public object body_size
+    cdef public object _headers
+    cdef public object content_type
+    cdef public object content_encoding
+    cdef public object delivery_mode
+    cdef public object priority
+    cdef public object correlation_id
+    cdef public object reply_to
+    cdef public object expiration
+    cdef public object message_id
+    cdef public object timestamp
+    cdef public object type
+    cdef public object user_id
+    cdef public object app_id
+
+
 cdef class _Partial:
     # A message whose content header or body frames are still due.
     cdef object method
@@ -165,6 +184,10 @@ cdef class FrameWriter:
     cdef int _decimal(self, object value) except -1
     cdef int _new_id_field(self, const uint64_t* bits) except -1
     cdef int _properties(self, object properties, const uint64_t* new_id) except -1
+    cdef int _property_fields(self, content_type, content_encoding, headers, delivery_mode,
+                              priority, correlation_id, reply_to, expiration, message_id,
+                              timestamp, message_type, user_id, app_id, cluster_id,
+                              const uint64_t* new_id) except -1
     cdef int _generic_args(self, object method) except -1
     cdef int _small(self, object channel, uint32_t index, object delivery_tag, uint8_t bits,
                     str name) except -1

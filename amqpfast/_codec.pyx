@@ -5,8 +5,9 @@ cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyObject_GenericSetAttr
 from cpython.ref cimport Py_XDECREF
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -92,6 +93,11 @@ cdef frozenset _CONTENT_INDEXES = frozenset(
 cdef type _PamqpProperties = _pamqp_base.BasicProperties
 cdef tuple _PROPERTY_NAMES = _spec.PROPERTY_NAMES
 cdef uint64_t _UNLIMITED = _spec.FRAME_MAX_UNLIMITED
+cdef object _NOT_PERSISTENT = _spec.DeliveryMode.NOT_PERSISTENT
+cdef dict _EMPTY_TABLE = {}  # what a message without headers sends (never changed)
+cdef object _delivery_mode = _spec.delivery_mode
+cdef object _encode_expiration = _spec.encode_expiration
+cdef object _encode_timestamp = _spec.encode_timestamp
 
 
 # ------------------------------------------------------------ message ids
@@ -451,6 +457,63 @@ cdef class BasicProperties:
     def __repr__(self):
         fields = " ".join(f"{key}={value!r}" for key, value in self if value is not None)
         return f"<BasicProperties {fields}>"
+
+
+@cython.embedsignature(False)  # the docstring's first line is the signature
+cdef class MessageBase:
+    """MessageBase(body, *, headers=None, content_type=None, content_encoding=None, delivery_mode=None, priority=None, correlation_id=None, reply_to=None, expiration=None, message_id=None, timestamp=None, type=None, user_id=None, app_id=None)
+--
+
+    The fields of a message to publish, kept where the writer reads them.
+
+    ``amqpfast.Message`` builds on it: made and locked here, a message costs
+    no Python frame, and the writer encodes its properties straight from
+    these fields (no BasicProperties in between). The first line is the
+    constructor's signature, as ``inspect`` reads it from a C type.
+    """
+
+    def __init__(self, body, *, headers=None, content_type=None, content_encoding=None,
+                 delivery_mode=None, priority=None, correlation_id=None, reply_to=None,
+                 expiration=None, message_id=None, timestamp=None, type=None, user_id=None,
+                 app_id=None):
+        if not isinstance(body, bytes):
+            body = bytes(body)
+        self._locked = False
+        self.body = body
+        self.body_size = len(body)
+        self._headers = headers if headers else None  # {} when first read
+        self.content_type = content_type
+        self.content_encoding = content_encoding
+        if delivery_mode is None:
+            self.delivery_mode = _NOT_PERSISTENT
+        else:
+            self.delivery_mode = _delivery_mode(delivery_mode)
+        self.priority = int(priority) if priority else 0
+        # aio-pika's rule: a false value is None, anything else its str()
+        self.correlation_id = str(correlation_id) if correlation_id else None
+        self.reply_to = str(reply_to) if reply_to else None
+        self.expiration = expiration
+        self.message_id = str(message_id) if message_id else None
+        self.timestamp = None if timestamp is None else _encode_timestamp(timestamp)
+        self.type = str(type) if type else None
+        self.user_id = str(user_id) if user_id else None
+        self.app_id = str(app_id) if app_id else None
+
+    @property
+    def headers(self):
+        """The headers table (a dict; empty unless given)."""
+        if self._headers is None:
+            self._headers = {}
+        return self._headers
+
+    @headers.setter
+    def headers(self, value):
+        self._headers = value
+
+    def __setattr__(self, name, value):
+        if self._locked and not name.startswith("_"):
+            raise ValueError("Message is locked")
+        PyObject_GenericSetAttr(self, name, value)
 
 
 # ------------------------------------------------------------- decoding
@@ -1246,6 +1309,13 @@ cdef object _bad_type(object field, str expected, object value):
 
 cdef uint64_t _unsigned(object value, object field, uint64_t high) except? 0xFFFFFFFFFFFFFFFF:
     cdef uint64_t result
+    cdef int overflow = 0
+    cdef long long small
+    if isinstance(value, int):
+        # the common case in C, without setting up a try
+        small = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if overflow == 0 and small >= 0 and <uint64_t>small <= high:
+            return <uint64_t>small
     if not isinstance(value, int):
         raise _bad_type(field, "int", value)
     try:
@@ -1394,6 +1464,8 @@ cdef class FrameWriter:
         cdef Py_ssize_t start
         if not isinstance(table, dict):
             raise _bad_type(field, "dict", table)
+        if not table:
+            return self._u32(0)
         if depth > MAX_DEPTH:
             raise EncodeError(f"{field}: nested more than {MAX_DEPTH} deep")
         self._u32(0)
@@ -1516,71 +1588,93 @@ cdef class FrameWriter:
         return 0
 
     cdef int _properties(self, object properties, const uint64_t* new_id) except -1:
-        # new_id: the bits of a message_id to send in place of the properties'
-        # (which have none), or NULL
-        cdef Py_ssize_t flags_at
-        cdef uint16_t flags = 0
+        # properties: BasicProperties (or pamqp's), a MessageBase, or None;
+        # new_id: the bits of a message_id to send in place of the
+        # properties' (which have none), or NULL
         cdef BasicProperties props
+        cdef MessageBase message
         if properties is None:
             if new_id == NULL:
                 return self._u16(0)
             self._u16(0x0080)
             return self._new_id_field(new_id)
-        if type(properties) is not BasicProperties:
-            if not isinstance(properties, (BasicProperties, _PamqpProperties)):
-                raise _bad_type("properties", "BasicProperties", properties)
+        if type(properties) is BasicProperties:
+            props = <BasicProperties>properties
+        elif isinstance(properties, MessageBase):
+            message = <MessageBase>properties
+            return self._property_fields(
+                message.content_type, message.content_encoding,
+                _EMPTY_TABLE if message._headers is None else message._headers,
+                message.delivery_mode, message.priority, message.correlation_id,
+                message.reply_to,
+                None if message.expiration is None else _encode_expiration(message.expiration),
+                message.message_id, message.timestamp, message.type, message.user_id,
+                message.app_id, None, new_id)
+        elif isinstance(properties, (BasicProperties, _PamqpProperties)):
             props = BasicProperties.__new__(BasicProperties)
             for name in _PROPERTY_NAMES:
                 setattr(props, name, getattr(properties, name, None))
         else:
-            props = <BasicProperties>properties
-        flags_at = self._len
+            raise _bad_type("properties", "BasicProperties", properties)
+        return self._property_fields(
+            props.content_type, props.content_encoding, props.headers, props.delivery_mode,
+            props.priority, props.correlation_id, props.reply_to, props.expiration,
+            props.message_id, props.timestamp, props.message_type, props.user_id, props.app_id,
+            props.cluster_id, new_id)
+
+    cdef int _property_fields(self, content_type, content_encoding, headers, delivery_mode,
+                              priority, correlation_id, reply_to, expiration, message_id,
+                              timestamp, message_type, user_id, app_id, cluster_id,
+                              const uint64_t* new_id) except -1:
+        # The property flags, then each present property in wire order.
+        cdef Py_ssize_t flags_at = self._len
+        cdef uint16_t flags = 0
         self._u16(0)
-        if props.content_type is not None and props.content_type != "":
+        if content_type is not None and content_type != "":
             flags |= 0x8000
-            self._string(props.content_type, "properties.content_type", True)
-        if props.content_encoding is not None and props.content_encoding != "":
+            self._string(content_type, "properties.content_type", True)
+        if content_encoding is not None and content_encoding != "":
             flags |= 0x4000
-            self._string(props.content_encoding, "properties.content_encoding", True)
-        if props.headers is not None:
+            self._string(content_encoding, "properties.content_encoding", True)
+        if headers is not None:
             flags |= 0x2000
-            self._table(props.headers, "properties.headers", 0)
-        if props.delivery_mode is not None:
+            self._table(headers, "properties.headers", 0)
+        if delivery_mode is not None:
             flags |= 0x1000
-            self._u8(<uint8_t>_unsigned(props.delivery_mode, "properties.delivery_mode", 255))
-        if props.priority is not None:
+            self._u8(<uint8_t>_unsigned(delivery_mode, "properties.delivery_mode", 255))
+        if priority is not None:
             flags |= 0x0800
-            self._u8(<uint8_t>_unsigned(props.priority, "properties.priority", 255))
-        if props.correlation_id is not None and props.correlation_id != "":
+            self._u8(<uint8_t>_unsigned(priority, "properties.priority", 255))
+        if correlation_id is not None and correlation_id != "":
             flags |= 0x0400
-            self._string(props.correlation_id, "properties.correlation_id", True)
-        if props.reply_to is not None and props.reply_to != "":
+            self._string(correlation_id, "properties.correlation_id", True)
+        if reply_to is not None and reply_to != "":
             flags |= 0x0200
-            self._string(props.reply_to, "properties.reply_to", True)
-        if props.expiration is not None and props.expiration != "":
+            self._string(reply_to, "properties.reply_to", True)
+        if expiration is not None and expiration != "":
             flags |= 0x0100
-            self._string(props.expiration, "properties.expiration", True)
+            self._string(expiration, "properties.expiration", True)
         if new_id != NULL:
             flags |= 0x0080
             self._new_id_field(new_id)
-        elif props.message_id is not None and props.message_id != "":
+        elif message_id is not None and message_id != "":
             flags |= 0x0080
-            self._string(props.message_id, "properties.message_id", True)
-        if props.timestamp is not None:
+            self._string(message_id, "properties.message_id", True)
+        if timestamp is not None:
             flags |= 0x0040
-            self._u64(_timestamp_seconds(props.timestamp, "properties.timestamp"))
-        if props.message_type is not None and props.message_type != "":
+            self._u64(_timestamp_seconds(timestamp, "properties.timestamp"))
+        if message_type is not None and message_type != "":
             flags |= 0x0020
-            self._string(props.message_type, "properties.message_type", True)
-        if props.user_id is not None and props.user_id != "":
+            self._string(message_type, "properties.message_type", True)
+        if user_id is not None and user_id != "":
             flags |= 0x0010
-            self._string(props.user_id, "properties.user_id", True)
-        if props.app_id is not None and props.app_id != "":
+            self._string(user_id, "properties.user_id", True)
+        if app_id is not None and app_id != "":
             flags |= 0x0008
-            self._string(props.app_id, "properties.app_id", True)
-        if props.cluster_id is not None and props.cluster_id != "":
+            self._string(app_id, "properties.app_id", True)
+        if cluster_id is not None and cluster_id != "":
             flags |= 0x0004
-            self._string(props.cluster_id, "properties.cluster_id", True)
+            self._string(cluster_id, "properties.cluster_id", True)
         _wr16(self._buf + flags_at, flags)
         return 0
 
@@ -1816,6 +1910,8 @@ cdef class FrameWriter:
             message_id = None
         elif type(properties) is BasicProperties:
             message_id = (<BasicProperties>properties).message_id
+        elif isinstance(properties, MessageBase):
+            message_id = (<MessageBase>properties).message_id
         else:
             message_id = getattr(properties, "message_id", None)
         if new_id and (message_id is None or message_id == ""):

@@ -360,6 +360,110 @@ class BasicProperties:
         return f"<BasicProperties {fields}>"
 
 
+class MessageBase:
+    """The fields of a message to publish, kept where the writer reads them.
+
+    ``amqpfast.Message`` builds on it; the writer encodes its properties
+    straight from these fields.
+    """
+
+    __slots__ = (
+        "_locked",
+        "app_id",
+        "body",
+        "body_size",
+        "content_encoding",
+        "content_type",
+        "correlation_id",
+        "delivery_mode",
+        "expiration",
+        "headers",
+        "message_id",
+        "priority",
+        "reply_to",
+        "timestamp",
+        "type",
+        "user_id",
+    )
+    _locked: bool
+    body: bytes
+    body_size: int
+    headers: dict[str, Any]
+    content_type: str | None
+    content_encoding: str | None
+    delivery_mode: _spec.DeliveryMode
+    priority: int | None
+    correlation_id: str | None
+    reply_to: str | None
+    expiration: int | float | datetime.datetime | datetime.timedelta | None
+    message_id: str | None
+    timestamp: datetime.datetime | None
+    type: str | None
+    user_id: str | None
+    app_id: str | None
+
+    def __init__(
+        self,
+        body: bytes,
+        *,
+        headers: dict[str, Any] | None = None,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        delivery_mode: _spec.DeliveryMode | int | None = None,
+        priority: int | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        expiration: int | float | datetime.datetime | datetime.timedelta | None = None,
+        message_id: str | None = None,
+        timestamp: int | float | datetime.datetime | datetime.timedelta | None = None,
+        type: str | None = None,
+        user_id: str | None = None,
+        app_id: str | None = None,
+    ) -> None:
+        body = body if isinstance(body, bytes) else bytes(body)
+        self._locked = False
+        self.body = body
+        self.body_size = len(body)
+        self.headers = headers if headers else {}
+        self.content_type = content_type
+        self.content_encoding = content_encoding
+        self.delivery_mode = _spec.delivery_mode(delivery_mode)
+        self.priority = int(priority) if priority else 0
+        # aio-pika's rule: a false value is None, anything else its str()
+        self.correlation_id = str(correlation_id) if correlation_id else None
+        self.reply_to = str(reply_to) if reply_to else None
+        self.expiration = expiration
+        self.message_id = str(message_id) if message_id else None
+        self.timestamp = _spec.encode_timestamp(timestamp)
+        self.type = str(type) if type else None
+        self.user_id = str(user_id) if user_id else None
+        self.app_id = str(app_id) if app_id else None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not name.startswith("_") and self._locked:
+            raise ValueError("Message is locked")
+        object.__setattr__(self, name, value)
+
+
+def _message_properties(message: MessageBase) -> BasicProperties:
+    # what the writer sends for a MessageBase
+    return BasicProperties(
+        message.content_type,
+        message.content_encoding,
+        message.headers,
+        message.delivery_mode,
+        message.priority,
+        message.correlation_id,
+        message.reply_to,
+        _spec.encode_expiration(message.expiration),
+        message.message_id,
+        message.timestamp,
+        message.type,
+        message.user_id,
+        message.app_id,
+    )
+
+
 # ------------------------------------------------------------- decoding
 
 
@@ -1036,6 +1140,8 @@ def _encode_properties(properties: Any, new_id: str | None = None) -> bytes:
         if new_id is None:
             return b"\x00\x00"
         return _U16.pack(0x0080) + _shortstr(new_id, "properties.message_id")
+    if isinstance(properties, MessageBase):
+        properties = _message_properties(properties)
     if not isinstance(properties, (BasicProperties, _pamqp_base.BasicProperties)):
         raise EncodeError(f"properties: expected BasicProperties, got {type(properties).__name__}")
     flags = 0

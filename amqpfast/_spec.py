@@ -6,7 +6,9 @@ order and types are the ones of the protocol definition, written down once.
 
 from __future__ import annotations
 
-from typing import Final
+import datetime
+from enum import IntEnum, unique
+from typing import Any, Final
 
 from pamqp import base, commands
 
@@ -92,3 +94,57 @@ PROPERTIES: Final = (
     ("cluster_id", 0x0004, SHORTSTR),
 )
 PROPERTY_NAMES: Final = tuple(name for name, _, _ in PROPERTIES)
+
+
+# Message properties as the API takes them (amqpfast.Message and the codec's
+# MessageBase, which keeps them where the writer reads them).
+
+
+@unique
+class DeliveryMode(IntEnum):
+    """Whether the broker writes a message to disk."""
+
+    NOT_PERSISTENT = 1
+    PERSISTENT = 2
+
+
+DELIVERY_MODES: Final[dict[Any, DeliveryMode]] = {
+    None: DeliveryMode.NOT_PERSISTENT,
+    0: DeliveryMode.NOT_PERSISTENT,
+    1: DeliveryMode.NOT_PERSISTENT,
+    2: DeliveryMode.PERSISTENT,
+}
+
+MILLISECONDS: Final = 1000
+_UTC = datetime.UTC
+
+
+def delivery_mode(value: Any) -> DeliveryMode:
+    """A delivery mode given as DeliveryMode, 1, 2, 0 or None (both: not persistent)."""
+    mode = DELIVERY_MODES.get(value)
+    return mode if mode is not None else DeliveryMode(int(value or 1))
+
+
+def encode_expiration(value: Any) -> str | None:
+    """Expiration (seconds, timedelta or datetime) as AMQP wants it: milliseconds, text."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        now = datetime.datetime.now(tz=value.tzinfo)
+        return str(int((value - now).total_seconds() * MILLISECONDS))
+    if isinstance(value, datetime.timedelta):
+        return str(int(value.total_seconds() * MILLISECONDS))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(int(value * MILLISECONDS))
+    raise ValueError(f"invalid expiration: {value!r}")
+
+
+def encode_timestamp(value: Any) -> datetime.datetime | None:
+    """A timestamp given as datetime, seconds since the epoch or a delay from now."""
+    if value is None or isinstance(value, datetime.datetime):
+        return value
+    if isinstance(value, datetime.timedelta):
+        return datetime.datetime.now(tz=_UTC) + value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.datetime.fromtimestamp(value, tz=_UTC)
+    raise ValueError(f"invalid timestamp: {value!r}")

@@ -15,11 +15,12 @@ from collections.abc import (
     Mapping,
 )
 from contextlib import AbstractAsyncContextManager
-from enum import Enum, IntEnum, unique
+from enum import Enum, unique
 from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict, Union
 
 from yarl import URL
 
+from ._spec import MILLISECONDS, DeliveryMode
 from .pool import PoolInstance
 from .tools import CallbackCollection, CallbackSetType, CallbackType, OneShotCallback
 
@@ -67,7 +68,6 @@ __all__ = [
     "get_exchange_name",
 ]
 
-MILLISECONDS = 1000
 TimeoutType = int | float | None
 DateType = int | float | datetime.datetime | datetime.timedelta | None
 ConsumerTag = str
@@ -99,14 +99,6 @@ class ExchangeType(str, Enum):  # noqa: UP042 - str() as aio-pika's gives
     X_DELAYED_MESSAGE = "x-delayed-message"
     X_CONSISTENT_HASH = "x-consistent-hash"
     X_MODULUS_HASH = "x-modulus-hash"
-
-
-@unique
-class DeliveryMode(IntEnum):
-    """Whether the broker writes a message to disk."""
-
-    NOT_PERSISTENT = 1
-    PERSISTENT = 2
 
 
 @unique

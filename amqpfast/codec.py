@@ -36,6 +36,7 @@ ContentMessage = _impl.ContentMessage
 FrameReader = _impl.FrameReader
 FrameWriter = _impl.FrameWriter
 Heartbeat = _impl.Heartbeat
+MessageBase = _impl.MessageBase
 MethodFrame = _impl.MethodFrame
 ProtocolHeader = _impl.ProtocolHeader
 decode_table = _impl.decode_table
@@ -57,6 +58,7 @@ __all__ = [
     "FrameReader",
     "FrameWriter",
     "Heartbeat",
+    "MessageBase",
     "MethodFrame",
     "ProtocolHeader",
     "decode_table",

@@ -16,6 +16,7 @@ from .abc import (
     TimeoutType,
     get_exchange_name,
 )
+from .message import Message
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -140,12 +141,16 @@ class Exchange(AbstractExchange):
         """
         if self.internal:
             raise ValueError(f"can not publish to internal exchange {self.name!r}")
-        channel = self.channel.channel_or_raise()
+        # channel_or_raise(), inline: this is the path of every message
+        underlay = self.channel._channel
+        if underlay is None or (channel := underlay.channel)._closed:
+            channel = self.channel.channel_or_raise()  # raises: not opened, or closed
         sent = channel.publish(
             message.body,
             self.name,
             routing_key,
-            message.properties,
+            # a plain Message is encoded from its own fields
+            message if type(message) is Message else message.properties,
             mandatory,
             immediate,
             timeout,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import _spec
 from .abc import (
     MILLISECONDS,
     AbstractIncomingMessage,
@@ -18,7 +18,7 @@ from .abc import (
     HeadersType,
     MessageInfo,
 )
-from .codec import BasicProperties
+from .codec import BasicProperties, MessageBase
 from .core import Channel as _LowChannel
 from .core import DeliveredMessage
 from .core._drive import DONE
@@ -28,21 +28,10 @@ log = logging.getLogger("amqpfast.message")
 
 __all__ = ["IncomingMessage", "Message", "ProcessContext", "ReturnedMessage"]
 
-_UTC = datetime.UTC
-
-
-def encode_expiration(value: Any) -> str | None:
-    """Expiration (seconds, timedelta or datetime) as AMQP wants it: milliseconds, text."""
-    if value is None:
-        return None
-    if isinstance(value, datetime.datetime):
-        now = datetime.datetime.now(tz=value.tzinfo)
-        return str(int((value - now).total_seconds() * MILLISECONDS))
-    if isinstance(value, datetime.timedelta):
-        return str(int(value.total_seconds() * MILLISECONDS))
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(int(value * MILLISECONDS))
-    raise ValueError(f"invalid expiration: {value!r}")
+# the API's conversions live with the codec, which makes messages; these are their
+# names here
+encode_expiration = _spec.encode_expiration
+encode_timestamp = _spec.encode_timestamp
 
 
 def decode_expiration(value: str | None) -> float | None:
@@ -50,23 +39,7 @@ def decode_expiration(value: str | None) -> float | None:
     return None if value is None else float(value) / MILLISECONDS
 
 
-def encode_timestamp(value: Any) -> datetime.datetime | None:
-    """A timestamp given as datetime, seconds since the epoch or a delay from now."""
-    if value is None or isinstance(value, datetime.datetime):
-        return value
-    if isinstance(value, datetime.timedelta):
-        return datetime.datetime.now(tz=_UTC) + value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.datetime.fromtimestamp(value, tz=_UTC)
-    raise ValueError(f"invalid timestamp: {value!r}")
-
-
-def _text(value: Any) -> str | None:
-    # aio-pika's rule: a false value is None, anything else its str()
-    return str(value) if value else None
-
-
-class Message(AbstractMessage):
+class Message(MessageBase, AbstractMessage):
     """A message to publish.
 
     :param body: the bytes to send.
@@ -83,93 +56,13 @@ class Message(AbstractMessage):
     :param type: the message type name.
     :param user_id: the publishing user (checked by RabbitMQ).
     :param app_id: the publishing application.
+
+    The fields, the constructor and the lock are the codec's
+    (:class:`amqpfast.codec.MessageBase`): the writer encodes a Message's
+    properties from them directly.
     """
 
-    __slots__ = (
-        "_locked",
-        "app_id",
-        "body",
-        "body_size",
-        "content_encoding",
-        "content_type",
-        "correlation_id",
-        "delivery_mode",
-        "expiration",
-        "headers",
-        "message_id",
-        "priority",
-        "reply_to",
-        "timestamp",
-        "type",
-        "user_id",
-    )
-    _locked: bool
-    body: bytes
-    body_size: int
-    headers: HeadersType
-    content_type: str | None
-    content_encoding: str | None
-    delivery_mode: DeliveryMode
-    priority: int
-    correlation_id: str | None
-    reply_to: str | None
-    expiration: DateType
-    message_id: str | None
-    timestamp: datetime.datetime | None
-    type: str | None
-    user_id: str | None
-    app_id: str | None
-
-    def __init__(
-        self,
-        body: bytes,
-        *,
-        headers: HeadersType | None = None,
-        content_type: str | None = None,
-        content_encoding: str | None = None,
-        delivery_mode: DeliveryMode | int | None = None,
-        priority: int | None = None,
-        correlation_id: str | None = None,
-        reply_to: str | None = None,
-        expiration: DateType = None,
-        message_id: str | None = None,
-        timestamp: DateType = None,
-        type: str | None = None,
-        user_id: str | None = None,
-        app_id: str | None = None,
-    ) -> None:
-        # __setattr__'s lock check would cost more than the rest of the
-        # constructor: a plain Message is made writable while it runs.
-        writable = self.__class__ is Message  # ("type" is a parameter here)
-        if writable:
-            _set_class(self, _WritableMessage)
-        try:
-            self._locked = False
-            body = body if isinstance(body, bytes) else bytes(body)
-            self.body = body
-            self.body_size = len(body)
-            self.headers = headers or {}
-            self.content_type = content_type
-            self.content_encoding = content_encoding
-            mode = _DELIVERY_MODES.get(delivery_mode)
-            self.delivery_mode = mode if mode is not None else DeliveryMode(int(delivery_mode or 1))
-            self.priority = int(priority) if priority else 0
-            self.correlation_id = str(correlation_id) if correlation_id else None
-            self.reply_to = str(reply_to) if reply_to else None
-            self.expiration = expiration
-            self.message_id = str(message_id) if message_id else None
-            self.timestamp = encode_timestamp(timestamp) if timestamp is not None else None
-            self.type = str(type) if type else None
-            self.user_id = str(user_id) if user_id else None
-            self.app_id = str(app_id) if app_id else None
-        finally:
-            if writable:
-                _set_class(self, Message)
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        if not key.startswith("_") and self._locked:
-            raise ValueError("Message is locked")
-        object.__setattr__(self, key, value)
+    __slots__ = ()
 
     @property
     def locked(self) -> bool:
@@ -260,28 +153,12 @@ class Message(AbstractMessage):
         )
 
 
-_DELIVERY_MODES: dict[Any, DeliveryMode] = {
-    None: DeliveryMode.NOT_PERSISTENT,
-    0: DeliveryMode.NOT_PERSISTENT,
-    1: DeliveryMode.NOT_PERSISTENT,
-    2: DeliveryMode.PERSISTENT,
-}
-
-
-def _slot_setter(name: str, cls: type = Message) -> Callable[[Any, Any], None]:
+def _slot_setter(name: str, cls: type) -> Callable[[Any, Any], None]:
     setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
     return setter
 
 
-_set_locked = _slot_setter("_locked")
-_set_class = object.__dict__["__class__"].__set__
-
-
-class _WritableMessage(Message):
-    """A plain Message while its constructor runs: no lock check on writes."""
-
-    __slots__ = ()
-    __setattr__ = object.__setattr__  # type: ignore[assignment]  # the C slot, no Python frame
+_set_locked = _slot_setter("_locked", MessageBase)
 
 
 def _from_properties(name: str, default: Any = None) -> property:

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from pamqp import commands as spec
 from pamqp import constants as pamqp_constants
 
-from ..codec import BasicAck, BasicDeliver, BasicGetOk, BasicNack, BasicProperties, BasicReturn
+from ..codec import (
+    BasicAck,
+    BasicDeliver,
+    BasicGetOk,
+    BasicNack,
+    BasicProperties,
+    BasicReturn,
+    MessageBase,
+)
 from ..exceptions import (
     SYNTAX_ERROR,
     ChannelClosed,
@@ -889,7 +897,7 @@ class Channel:
         body: bytes,
         exchange: str,
         routing_key: str,
-        properties: BasicProperties | None = None,
+        properties: BasicProperties | MessageBase | None = None,
         mandatory: bool = False,
         immediate: bool = False,
         timeout: float | None = None,
@@ -906,6 +914,9 @@ class Channel:
         the channel (Channel.Flow). ``timeout`` covers those waits and the
         confirm. A timeout leaves the channel usable (a confirm that comes
         later is ignored).
+
+        ``properties`` may be a :class:`~amqpfast.codec.MessageBase` (an
+        ``amqpfast.Message``): the writer encodes its fields as the properties.
 
         Not a coroutine function, for speed: on the common path the call
         itself queues the message, with no coroutine made.
@@ -958,7 +969,7 @@ class Channel:
         body: bytes,
         exchange: str,
         routing_key: str,
-        properties: BasicProperties | None,
+        properties: BasicProperties | MessageBase | None,
         mandatory: bool,
         immediate: bool,
         timeout: float | None,
