@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as spec
@@ -162,6 +163,69 @@ class Exchange(AbstractExchange):
         except asyncio.CancelledError as cancelled:
             raise channel.close_error(cancelled) from cancelled
 
+    async def publish_many(
+        self,
+        messages: Iterable[AbstractMessage],
+        routing_key: str,
+        *,
+        mandatory: bool = True,
+        immediate: bool = False,
+        timeout: TimeoutType = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Publish messages in order, then wait for their confirms together.
+
+        The same as ``asyncio.gather(*(exchange.publish(m, routing_key) for m
+        in messages))``, without a coroutine and a Task per message: every
+        message is published as :meth:`publish` would, and the list holds,
+        in the order of ``messages``, what each publish would return (the
+        broker's Basic.Ack, the returned message, or None without confirms).
+
+        Each message stands alone, as under ``gather``: one that fails (a
+        Basic.Nack, a return on an ``on_return_raises`` channel, a value that
+        cannot be encoded, the channel's close) does not stop the others.
+        With ``return_exceptions`` its error takes its place in the list;
+        without, the first error is raised once every message has its
+        answer. ``timeout`` covers the whole batch: on TimeoutError (or a
+        cancel) the confirms still due are abandoned, the channel stays
+        usable.
+
+        :raises ValueError: the exchange is internal.
+        :raises ChannelInvalidStateError: the channel is closed before the first message.
+        :raises TimeoutError: not all sent and confirmed within ``timeout``.
+        """
+        if self.internal:
+            raise ValueError(f"can not publish to internal exchange {self.name!r}")
+        channel = self.channel.channel_or_raise()
+        name = self.name
+        sent: list[asyncio.Future[Any] | None] = []
+        try:
+            async with asyncio.timeout(timeout):
+                for message in messages:
+                    try:
+                        answer = channel.publish(
+                            message.body,
+                            name,
+                            routing_key,
+                            message if type(message) is Message else message.properties,
+                            mandatory,
+                            immediate,
+                        )
+                        if answer is not None and not isinstance(answer, asyncio.Future):
+                            # it had to wait (a drain, Blocked, Flow): sent and answered now
+                            answer = _settled(channel.loop, result=await answer)
+                    except Exception as error:
+                        answer = _settled(channel.loop, error=error)
+                    sent.append(answer)
+                return await _answers(sent, return_exceptions)
+        except BaseException as error:
+            for answer in sent:
+                if answer is not None and not answer.done():
+                    answer.cancel()  # abandoned: a confirm that comes later finds nothing
+            if isinstance(error, asyncio.CancelledError):
+                raise channel.close_error(error) from error
+            raise
+
     async def delete(
         self, if_unused: bool = False, timeout: TimeoutType = None
     ) -> spec.Exchange.DeleteOk:
@@ -171,3 +235,35 @@ class Exchange(AbstractExchange):
         return await channel.exchange_delete(  # type: ignore[return-value]
             self.name, if_unused=if_unused, timeout=timeout
         )
+
+
+def _settled(
+    loop: asyncio.AbstractEventLoop, result: Any = None, error: Exception | None = None
+) -> asyncio.Future[Any]:
+    # the answer of a publish of a batch that is known already
+    future = loop.create_future()
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+    return future
+
+
+async def _answers(sent: list[asyncio.Future[Any] | None], return_exceptions: bool) -> list[Any]:
+    # each publish's result or error, in order; confirms still due are awaited
+    # one by one (most have come by the time the first of them is in)
+    results: list[Any] = []
+    first_error: Exception | None = None
+    for answer in sent:
+        if answer is None:
+            results.append(None)
+            continue
+        try:
+            results.append(await answer)
+        except Exception as error:
+            results.append(error)
+            if first_error is None:
+                first_error = error
+    if first_error is not None and not return_exceptions:
+        raise first_error
+    return results

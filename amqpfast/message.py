@@ -40,24 +40,25 @@ def decode_expiration(value: str | None) -> float | None:
 
 
 class Message(MessageBase, AbstractMessage):
-    """A message to publish.
+    """A message to publish: ``Message(body, *, headers=None, ...)``.
 
-    :param body: the bytes to send.
-    :param headers: a field table (dict).
-    :param content_type: MIME type of the body.
-    :param content_encoding: MIME encoding of the body.
-    :param delivery_mode: :class:`DeliveryMode` (default NOT_PERSISTENT).
-    :param priority: 0..255 (default 0).
-    :param correlation_id: ties a reply to its request.
-    :param reply_to: where to send a reply.
-    :param expiration: time to live: seconds, a timedelta or a datetime.
-    :param message_id: an id of the application's.
-    :param timestamp: a datetime, seconds since the epoch or a timedelta from now.
-    :param type: the message type name.
-    :param user_id: the publishing user (checked by RabbitMQ).
-    :param app_id: the publishing application.
+    - ``body``: the bytes to send.
+    - ``headers``: a field table (dict).
+    - ``content_type``: MIME type of the body.
+    - ``content_encoding``: MIME encoding of the body.
+    - ``delivery_mode``: :class:`DeliveryMode` (default NOT_PERSISTENT).
+    - ``priority``: 0..255 (default 0).
+    - ``correlation_id``: ties a reply to its request.
+    - ``reply_to``: where to send a reply.
+    - ``expiration``: time to live: seconds, a timedelta or a datetime.
+    - ``message_id``: an id of the application's.
+    - ``timestamp``: a datetime, seconds since the epoch or a timedelta from now.
+    - ``type``: the message type name.
+    - ``user_id``: the publishing user (checked by RabbitMQ).
+    - ``app_id``: the publishing application.
 
-    The fields, the constructor and the lock are the codec's
+    The arguments are keyword-only after ``body``. The fields, the
+    constructor and the lock are the codec's
     (:class:`amqpfast.codec.MessageBase`): the writer encodes a Message's
     properties from them directly.
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as spec
@@ -109,12 +110,38 @@ class RobustExchange(Exchange, AbstractRobustExchange):
         With ``recovery_wait`` None (the default) a publish during an outage
         raises :class:`~amqpfast.exceptions.ChannelInvalidStateError` at once.
         """
+        await self._recovered()
+        return await super().publish(
+            message, routing_key, mandatory=mandatory, immediate=immediate, timeout=timeout
+        )
+
+    async def _recovered(self) -> None:
+        # during a reconnect: wait up to the channel's recovery_wait, if set
         channel = self.channel
         wait = getattr(channel, "recovery_wait", None)
         if wait is not None and channel.is_closed and not channel._gone:
             await channel.ready(wait)
-        return await super().publish(
-            message, routing_key, mandatory=mandatory, immediate=immediate, timeout=timeout
+
+    async def publish_many(
+        self,
+        messages: Iterable[AbstractMessage],
+        routing_key: str,
+        *,
+        mandatory: bool = True,
+        immediate: bool = False,
+        timeout: TimeoutType = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Publish a batch (see :meth:`Exchange.publish_many`); during a
+        reconnect wait as :meth:`publish` does."""
+        await self._recovered()
+        return await super().publish_many(
+            messages,
+            routing_key,
+            mandatory=mandatory,
+            immediate=immediate,
+            timeout=timeout,
+            return_exceptions=return_exceptions,
         )
 
     async def delete(

@@ -144,6 +144,31 @@ class PublishConfirmed(_Publish):
         return meter.stop(acked)
 
 
+class PublishConfirmedBatch(_Publish):
+    """Windows of confirmed publishes as one batch: ``Exchange.publish_many``
+    where the library has it (amqpfast), else ``asyncio.gather`` as above."""
+
+    name = "batch+confirm"
+    confirms = True
+
+    async def measure(self) -> Measurement:
+        lib, body, queue, count = self.lib, self.settings.body, self.queue, self.settings.messages
+        exchange = self.channel.default_exchange
+        publish_many = getattr(exchange, "publish_many", None)
+        meter = Meter()
+        acked = 0
+        for start in range(0, count, CONFIRM_WINDOW):
+            batch = [lib.Message(body) for _ in range(min(CONFIRM_WINDOW, count - start))]
+            if publish_many is not None:
+                confirms = await publish_many(batch, queue)
+            else:
+                confirms = await asyncio.gather(
+                    *[exchange.publish(message, routing_key=queue) for message in batch]
+                )
+            acked += count_acks(confirms)
+        return meter.stop(acked)
+
+
 class _Consume(ApiScenario):
     """A pre-filled queue, prefetch 1000; every message acked."""
 
@@ -230,7 +255,7 @@ class Iterate(_Consume):
 
 
 # each of them against the real broker, then against the fake one
-_REAL = (Publish, PublishConfirmed, Consume, Iterate)
+_REAL = (Publish, PublishConfirmed, PublishConfirmedBatch, Consume, Iterate)
 API_SCENARIOS: dict[str, type[ApiScenario]] = by_name(_REAL, _REAL)
 
 

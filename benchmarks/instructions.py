@@ -83,6 +83,17 @@ async def api_publish_confirm(url: str, count: int) -> None:
     await connection.close()
 
 
+async def api_publish_many_confirm(url: str, count: int) -> None:
+    import amqpfast
+
+    connection, channel = await _api_channel(url, True)
+    exchange = channel.default_exchange
+    for start in range(0, count, 500):
+        window = min(500, count - start)
+        await exchange.publish_many([amqpfast.Message(BODY) for _ in range(window)], "fake.sink")
+    await connection.close()
+
+
 async def _api_consume(url: str, count: int, ack: bool) -> None:
     connection, channel = await _api_channel(url, False)
     await channel.set_qos(prefetch_count=1000)
@@ -186,6 +197,7 @@ Workload = Callable[[str, int], Awaitable[None]]
 SCENARIOS: dict[str, tuple[Workload, bool]] = {
     "api publish": (api_publish, False),
     "api publish+confirm": (api_publish_confirm, False),
+    "api publish_many+confirm": (api_publish_many_confirm, False),
     "api consume": (api_consume, False),
     "api consume+ack": (api_consume_ack, False),
     "api iterator+process": (api_iterator_process, False),

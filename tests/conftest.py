@@ -18,6 +18,7 @@ import pytest
 from broker_tools import BROKER_HOST, BROKER_PORT, TCPProxy, rabbitmqctl
 from codec_strategies import load_codec
 
+import amqpfast
 from amqpfast.core import Channel, Connection, connect
 
 
@@ -99,6 +100,16 @@ def amqp_url() -> Iterator[str]:
 def unique() -> str:
     """A name no other test uses, for queues, exchanges and connections."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def conn(amqp_url: str, unique: str) -> AsyncIterator[amqpfast.Connection]:
+    """A connection straight to the broker, named after the test's ``unique``."""
+    connection = await amqpfast.connect(amqp_url, client_properties={"connection_name": unique})
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import AsyncIterator
 
 import pytest
 from pamqp import commands as spec
@@ -29,15 +28,6 @@ from amqpfast.exceptions import (
     QueueEmpty,
 )
 from amqpfast.message import ReturnedMessage
-
-
-@pytest.fixture
-async def conn(amqp_url: str, unique: str) -> AsyncIterator[Connection]:
-    connection = await amqpfast.connect(amqp_url, client_properties={"connection_name": unique})
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 @pytest.fixture

@@ -44,16 +44,6 @@ async def cancel_while_waiting(
     return task
 
 
-@pytest.fixture
-async def conn(amqp_url: str, unique: str) -> AsyncIterator[Connection]:
-    """A connection straight to the broker."""
-    connection = await amqpfast.connect(amqp_url, client_properties={"connection_name": unique})
-    try:
-        yield connection
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(params=["connect", "connect_robust"])
 async def proxied(
     amqp_url: str, proxy: TCPProxy, request: pytest.FixtureRequest

@@ -51,15 +51,6 @@ class TaskFailed(Exception):
 
 
 @pytest.fixture
-async def conn(amqp_url: str, unique: str) -> AsyncIterator[Connection]:
-    connection = await amqpfast.connect(amqp_url, client_properties={"connection_name": unique})
-    try:
-        yield connection
-    finally:
-        await connection.close()
-
-
-@pytest.fixture
 async def chan(conn: Connection) -> Channel:
     return await conn.channel()
 

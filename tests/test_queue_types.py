@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from broker_tools import wait_until
 
-import amqpfast
 from amqpfast import Connection, DeliveryMode, IncomingMessage, Message, Queue
 from amqpfast.abc import AbstractChannel
 from amqpfast.exceptions import (
@@ -28,15 +26,6 @@ from amqpfast.exceptions import (
 
 QUORUM = {"x-queue-type": "quorum"}
 STREAM = {"x-queue-type": "stream"}
-
-
-@pytest.fixture
-async def conn(amqp_url: str, unique: str) -> AsyncIterator[Connection]:
-    connection = await amqpfast.connect(amqp_url, client_properties={"connection_name": unique})
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 async def publish_numbered(channel: AbstractChannel, queue: str, count: int) -> None:

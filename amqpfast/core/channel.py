@@ -160,11 +160,9 @@ class Channel:
         self._delivery_tag = 0
         self._confirms: dict[int, asyncio.Future[Any]] = {}
         self._confirm_floor = 1
-        # mandatory publishes awaiting their confirm, by message_id (how a
-        # Basic.Return finds its publish): the oldest tag, later ones with
-        # the same message_id, and from tag to (message_id, exchange, routing key)
-        self._return_keys: dict[str, int] = {}
-        self._return_later: dict[str, deque[int]] = {}
+        # mandatory publishes awaiting their confirm, oldest first: tag ->
+        # (message_id, exchange, routing key), how a Basic.Return finds its
+        # publish
         self._tag_keys: dict[int, tuple[str, str, str]] = {}
         # Channel.Flow from the broker: publishing waits while it is off
         self.flow_active = True
@@ -356,8 +354,6 @@ class Channel:
         for future in confirms.values():
             if not future.done():
                 future.set_exception(error)
-        self._return_keys.clear()
-        self._return_later.clear()
         self._tag_keys.clear()
         self._set_flow(True)  # publishes waiting for it see the close
         self._consumers.clear()
@@ -957,10 +953,6 @@ class Channel:
         future = self.loop.create_future()
         self._confirms[tag] = future
         if message_id is not None:  # mandatory: it has one, given or made
-            if message_id in self._return_keys:
-                self._return_later.setdefault(message_id, deque()).append(tag)
-            else:
-                self._return_keys[message_id] = tag
             self._tag_keys[tag] = (message_id, exchange, routing_key)
         return future
 
@@ -1037,41 +1029,22 @@ class Channel:
         return cancelled
 
     def _returned_tag(self, returned: Any, message_id: str) -> int | None:
-        # A Basic.Return carries the message_id back. Publishes that share
+        # A Basic.Return carries the message_id back; publishes that share
         # one (the caller gave it) are told apart by exchange and routing
-        # key, then taken oldest first.
-        first = self._return_keys.get(message_id)
-        later = self._return_later.get(message_id)
-        if first is None or not later:
-            return first
+        # key, oldest first. The broker returns a message before it confirms
+        # it, and confirms oldest first: the search ends near the front.
         route = (message_id, returned.exchange, returned.routing_key)
-        for tag in (first, *later):
-            if self._tag_keys.get(tag) == route:
+        first = None
+        for tag, key in self._tag_keys.items():
+            if key == route:
                 return tag
+            if first is None and key[0] == message_id:
+                first = tag
         return first
-
-    def _untrack_return(self, tag: int) -> None:
-        route = self._tag_keys.pop(tag, None)
-        if route is None:
-            return
-        key = route[0]
-        later = self._return_later.get(key)
-        if later is None:  # the common case: no other publish awaiting shares its id
-            self._return_keys.pop(key, None)
-            return
-        if self._return_keys.get(key) == tag:
-            if later:
-                self._return_keys[key] = later.popleft()
-            else:
-                del self._return_keys[key]
-        elif later is not None and tag in later:
-            later.remove(tag)
-        if later is not None and not later:
-            del self._return_later[key]
 
     def _confirmed(self, tag: int) -> asyncio.Future[Any] | None:
         if self._tag_keys:
-            self._untrack_return(tag)
+            self._tag_keys.pop(tag, None)
         return self._confirms.pop(tag, None)
 
     def _on_ack(self, frame: BasicAck) -> None:
@@ -1094,7 +1067,7 @@ class Channel:
             last = self._delivery_tag
         for tag in range(self._confirm_floor, last + 1):
             if marked:
-                self._untrack_return(tag)
+                marked.pop(tag, None)
             future = confirms.pop(tag, None)
             if future is not None and not future.done():
                 future.set_result(ack)
@@ -1117,7 +1090,7 @@ class Channel:
         key = message.properties.message_id
         tag = self._returned_tag(message.delivery, key) if key else None
         if tag is not None:
-            self._untrack_return(tag)
+            del self._tag_keys[tag]
             # The publish ends here: with PublishError, or with the returned
             # message as its result; the Basic.Ack that follows finds nothing.
             future = self._confirms.pop(tag, None)
