@@ -110,6 +110,14 @@ cdef class MessageBase:
     cdef public object app_id
 
 
+cdef class IncomingBase(MessageBase):
+    cdef public bint _no_ack
+    cdef public bint _processed
+    cdef public object _channel
+    cdef public object _delivery
+    cdef public object _properties
+
+
 cdef class _Partial:
     # A message whose content header or body frames are still due.
     cdef object method

@@ -516,6 +516,38 @@ cdef class MessageBase:
         PyObject_GenericSetAttr(self, name, value)
 
 
+@cython.embedsignature(False)  # the docstring's first line is the signature
+cdef class IncomingBase(MessageBase):
+    """IncomingBase(message, no_ack=False)
+--
+
+    The state of a message from the broker, set in C from the low-level
+    delivery (``message``: its ``delivery``, ``properties``, ``body`` and
+    ``channel``). ``amqpfast.IncomingMessage`` builds on it; ``no_ack``: the
+    consumer does not acknowledge (the message is processed already).
+    """
+
+    def __init__(self, message, no_ack=False):
+        delivery = message.delivery
+        body = message.body
+        done = no_ack or not getattr(delivery, "delivery_tag", None)
+        self._locked = done
+        self._processed = done
+        self._no_ack = no_ack
+        self._channel = message.channel
+        self._delivery = delivery
+        properties = getattr(message, "properties", None)
+        # aiormq's DeliveredMessage has them in its header
+        self._properties = message.header.properties if properties is None else properties
+        self.body = body
+        self.body_size = len(body)
+
+    def _mark_processed(self):
+        """Acked, nacked or rejected: processed, and locked."""
+        self._processed = True
+        self._locked = True
+
+
 # ------------------------------------------------------------- decoding
 
 cdef inline object _truncated(str what):

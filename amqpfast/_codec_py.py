@@ -445,6 +445,42 @@ class MessageBase:
         object.__setattr__(self, name, value)
 
 
+class IncomingBase(MessageBase):
+    """The state of a message from the broker, set from the low-level
+    delivery (``message``: its ``delivery``, ``properties``, ``body`` and
+    ``channel``). ``amqpfast.IncomingMessage`` builds on it; ``no_ack``: the
+    consumer does not acknowledge (the message is processed already).
+    """
+
+    __slots__ = ("_channel", "_delivery", "_no_ack", "_processed", "_properties")
+    _channel: Any
+    _delivery: Any
+    _no_ack: bool
+    _processed: bool
+    _properties: Any
+
+    def __init__(self, message: Any, no_ack: bool = False) -> None:
+        delivery = message.delivery
+        body = message.body
+        done = no_ack or not getattr(delivery, "delivery_tag", None)
+        set_ = object.__setattr__  # not the lock's check: nothing is locked yet
+        set_(self, "_locked", done)
+        set_(self, "_processed", done)
+        set_(self, "_no_ack", no_ack)
+        set_(self, "_channel", message.channel)
+        set_(self, "_delivery", delivery)
+        properties = getattr(message, "properties", None)
+        # aiormq's DeliveredMessage has them in its header
+        set_(self, "_properties", message.header.properties if properties is None else properties)
+        set_(self, "body", body)
+        set_(self, "body_size", len(body))
+
+    def _mark_processed(self) -> None:
+        """Acked, nacked or rejected: processed, and locked."""
+        object.__setattr__(self, "_processed", True)
+        object.__setattr__(self, "_locked", True)
+
+
 def _message_properties(message: MessageBase) -> BasicProperties:
     # what the writer sends for a MessageBase
     return BasicProperties(

@@ -36,6 +36,7 @@ ContentMessage = _impl.ContentMessage
 FrameReader = _impl.FrameReader
 FrameWriter = _impl.FrameWriter
 Heartbeat = _impl.Heartbeat
+IncomingBase = _impl.IncomingBase
 MessageBase = _impl.MessageBase
 MethodFrame = _impl.MethodFrame
 ProtocolHeader = _impl.ProtocolHeader
@@ -58,6 +59,7 @@ __all__ = [
     "FrameReader",
     "FrameWriter",
     "Heartbeat",
+    "IncomingBase",
     "MessageBase",
     "MethodFrame",
     "ProtocolHeader",

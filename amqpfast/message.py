@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from . import _spec
@@ -18,9 +18,8 @@ from .abc import (
     HeadersType,
     MessageInfo,
 )
-from .codec import BasicProperties, MessageBase
+from .codec import BasicProperties, IncomingBase, MessageBase
 from .core import Channel as _LowChannel
-from .core import DeliveredMessage
 from .core._drive import DONE
 from .exceptions import ChannelInvalidStateError, MessageProcessError
 
@@ -154,14 +153,6 @@ class Message(MessageBase, AbstractMessage):
         )
 
 
-def _slot_setter(name: str, cls: type) -> Callable[[Any, Any], None]:
-    setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
-    return setter
-
-
-_set_locked = _slot_setter("_locked", MessageBase)
-
-
 def _from_properties(name: str, default: Any = None) -> property:
     # IncomingMessage reads its properties from the decoded content header
     # when asked, instead of copying all fourteen for every delivery.
@@ -175,42 +166,18 @@ def _from_properties(name: str, default: Any = None) -> property:
     return property(get, set_)
 
 
-class IncomingMessage(Message, AbstractIncomingMessage):
+class IncomingMessage(IncomingBase, Message, AbstractIncomingMessage):
     """A message from the broker: the properties of :class:`Message`, and acknowledgement.
 
-    :param message: the low-level delivery.
-    :param no_ack: the consumer does not acknowledge (the message is processed already).
+    ``IncomingMessage(message, no_ack=False)``: ``message`` is the low-level
+    delivery; with ``no_ack`` the consumer does not acknowledge (the message is
+    processed already). Made in C (:class:`amqpfast.codec.IncomingBase`): the
+    properties are read from the delivery's content header when asked for.
     """
 
-    __slots__ = (
-        "_body",
-        "_channel",
-        "_delivery",
-        "_no_ack",
-        "_processed",
-        "_properties",
-    )
-    _body: bytes
+    __slots__ = ()
     _channel: _LowChannel
-    _delivery: Any
-    _no_ack: bool
-    _processed: bool
     _properties: BasicProperties
-
-    def __init__(self, message: DeliveredMessage, no_ack: bool = False) -> None:
-        # through the slot descriptors, as in Message: __setattr__'s lock
-        # check would be most of the cost of a delivery
-        done = no_ack or not getattr(message.delivery, "delivery_tag", None)
-        _set_locked(self, done)
-        _set_processed(self, done)
-        _set_channel(self, message.channel)
-        _set_delivery(self, message.delivery)
-        try:
-            _set_properties(self, message.properties)
-        except AttributeError:  # aiormq's DeliveredMessage: the properties are in its header
-            _set_properties(self, message.header.properties)
-        _set_incoming_body(self, message.body)
-        _set_no_ack(self, no_ack)
 
     # the properties, read from the content header
     content_type = _from_properties("content_type")
@@ -224,20 +191,6 @@ class IncomingMessage(Message, AbstractIncomingMessage):
     priority = _from_properties("priority", 0)
     timestamp = _from_properties("timestamp")
     type = _from_properties("message_type")
-
-    @property
-    def body(self) -> bytes:
-        """The message body."""
-        return self._body
-
-    @body.setter
-    def body(self, value: bytes) -> None:
-        self._body = value
-
-    @property
-    def body_size(self) -> int:  # type: ignore[override]
-        """The body's length."""
-        return len(self._body)
 
     @property
     def headers(self) -> HeadersType:
@@ -330,27 +283,27 @@ class IncomingMessage(Message, AbstractIncomingMessage):
 
         :raises MessageProcessError: it was acked, nacked or rejected already.
         """
-        sent = self._settle().basic_ack(self._delivery.delivery_tag, multiple)
+        channel = self._channel
+        if self._no_ack or self._processed or channel.is_closed:
+            self._settle()  # raises why it cannot (the checks inline: every message acks)
+        sent = channel.basic_ack(self._delivery.delivery_tag, multiple)
         if sent is not DONE:  # another channel type (a test double, say) may really wait
             await sent
-        _set_processed(self, True)
-        _set_locked(self, True)
+        self._mark_processed()
 
     async def reject(self, requeue: bool = False) -> None:
         """Reject the message; dropped (or dead-lettered) unless ``requeue``."""
         sent = self._settle().basic_reject(self._delivery.delivery_tag, requeue)
         if sent is not DONE:
             await sent
-        _set_processed(self, True)
-        _set_locked(self, True)
+        self._mark_processed()
 
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
         """Reject the message (all up to it with ``multiple``), requeued by default."""
         sent = self._settle().basic_nack(self._delivery.delivery_tag, multiple, requeue)
         if sent is not DONE:
             await sent
-        _set_processed(self, True)
-        _set_locked(self, True)
+        self._mark_processed()
 
     def process(
         self,
@@ -382,14 +335,6 @@ class IncomingMessage(Message, AbstractIncomingMessage):
         info["redelivered"] = self.redelivered
         info["routing_key"] = self.routing_key
         return info
-
-
-_set_processed = _slot_setter("_processed", IncomingMessage)
-_set_channel = _slot_setter("_channel", IncomingMessage)
-_set_delivery = _slot_setter("_delivery", IncomingMessage)
-_set_properties = _slot_setter("_properties", IncomingMessage)
-_set_incoming_body = _slot_setter("_body", IncomingMessage)
-_set_no_ack = _slot_setter("_no_ack", IncomingMessage)
 
 
 class ReturnedMessage(IncomingMessage):

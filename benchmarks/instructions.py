@@ -148,7 +148,7 @@ async def core_publish(url: str, count: int) -> None:
     await connection.close()
 
 
-async def core_consume_ack(url: str, count: int) -> None:
+async def core_consume_ack(url: str, count: int, asynchronous: bool = False) -> None:
     from amqpfast.core import connect
 
     connection = await connect(url)
@@ -164,10 +164,23 @@ async def core_consume_ack(url: str, count: int) -> None:
         if seen == count:
             done.set_result(None)
 
-    await channel.basic_consume(f"fake.deliver.{count}", on_message)
+    async def on_message_async(message: Any) -> None:
+        # as aiormq's examples write it: a coroutine that awaits the ack
+        nonlocal seen
+        await channel.basic_ack(message.delivery.delivery_tag)
+        seen += 1
+        if seen == count:
+            done.set_result(None)
+
+    callback = on_message_async if asynchronous else on_message
+    await channel.basic_consume(f"fake.deliver.{count}", callback)
     await done
     await channel.basic_qos(prefetch_count=10)
     await connection.close()
+
+
+async def core_consume_ack_async(url: str, count: int) -> None:
+    await core_consume_ack(url, count, asynchronous=True)
 
 
 async def api_rpc(url: str, count: int, direct_reply_to: bool = False) -> None:
@@ -205,6 +218,7 @@ SCENARIOS: dict[str, tuple[Workload, bool]] = {
     "api rpc call, direct reply-to": (api_rpc_direct, True),
     "core publish": (core_publish, False),
     "core consume+ack": (core_consume_ack, False),
+    "core consume+ack, async callback": (core_consume_ack_async, False),
 }
 
 
@@ -245,7 +259,7 @@ def _instructions(name: str, url: str, count: int) -> int:
         capture_output=True,
         text=True,
         env=environment,
-        timeout=600,
+        timeout=180,  # a workload that stops (a hang) fails; the longest takes ~30 s
     )
     found = re.search(r"Collected : (\d+)", run.stderr)
     if run.returncode != 0 or found is None:

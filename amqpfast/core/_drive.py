@@ -19,7 +19,7 @@ import logging
 import operator
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, cast
 
 log = logging.getLogger("amqpfast.core")
@@ -37,13 +37,12 @@ _cancel_asked: Callable[[asyncio.Task[Any]], Any] = (
 )
 
 
-class _Done:
+class _Done(tuple[()]):
     """An awaitable that is already finished (what basic_ack and friends return)."""
 
     __slots__ = ()
-
-    def __await__(self) -> Iterator[Any]:
-        return iter(())  # finishes at once; cheaper than a generator
+    # awaiting it iterates an empty tuple: done at once, in C, no Python frame
+    __await__ = tuple.__iter__
 
 
 DONE = cast(Awaitable[None], _Done())
