@@ -494,7 +494,10 @@ cdef class MessageBase:
         self.reply_to = str(reply_to) if reply_to else None
         self.expiration = expiration
         self.message_id = str(message_id) if message_id else None
-        self.timestamp = None if timestamp is None else _encode_timestamp(timestamp)
+        if timestamp is None or isinstance(timestamp, _datetime):
+            self.timestamp = timestamp
+        else:
+            self.timestamp = _encode_timestamp(timestamp)
         self.type = str(type) if type else None
         self.user_id = str(user_id) if user_id else None
         self.app_id = str(app_id) if app_id else None
