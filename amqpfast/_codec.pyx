@@ -35,7 +35,24 @@ from .exceptions import (
     ProtocolError,
 )
 
+cdef extern from *:
+    """
+    /* returns NULL with the exception that is set: Cython then raises it */
+    static PyObject* amqpfast_pending_error(void) { return NULL; }
+    """
+    object _pending_error "amqpfast_pending_error" ()
+
 cdef extern from "Python.h":
+    ctypedef enum PySendResult:
+        PYGEN_RETURN
+        PYGEN_ERROR
+        PYGEN_NEXT
+    PySendResult PyIter_Send(object iterator, object arg, PyObject** presult)
+    object PyContext_CopyCurrent()
+    int PyContext_Enter(object context) except -1
+    int PyContext_Exit(object context) except -1
+    void PyErr_Fetch(PyObject** kind, PyObject** value, PyObject** traceback)
+    void PyErr_Restore(PyObject* kind, PyObject* value, PyObject* traceback)
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     void* PyUnicode_DATA(object string)
     int _PyBytes_Resize(PyObject** string, Py_ssize_t newsize) except -1
@@ -2001,3 +2018,52 @@ def encode_table(table):
     cdef FrameWriter writer = FrameWriter()
     writer._table({} if table is None else table, "table", 0)
     return b"".join(writer.take())
+
+
+
+# ------------------------------------------------- running callback coroutines
+
+def run_coroutines(queue, cancel_asked, task, failed, cancelled_error):
+    """Run the coroutines waiting in ``queue`` (a deque) one after another.
+
+    What a driver Task of ``amqpfast.core._drive`` does for each handler: step
+    it once in a fresh copy of the current context; most finish there. Stops
+    before the next one when ``cancel_asked(task)`` is true. A handler that
+    raises an Exception goes to ``failed(exc)``, one that raises
+    ``cancelled_error`` ends quietly; others propagate. Returns ``(coroutine,
+    its context, what it waits on)`` for the first one that waits, else None.
+
+    In C: a finished coroutine costs no StopIteration (PyIter_Send).
+    """
+    cdef PyObject* result
+    cdef PyObject* kind
+    cdef PyObject* value
+    cdef PyObject* traceback
+    cdef PySendResult status
+    while queue and not cancel_asked(task):
+        coro = queue.popleft()
+        context = PyContext_CopyCurrent()
+        PyContext_Enter(context)
+        result = NULL
+        status = PyIter_Send(coro, None, &result)
+        if status == PYGEN_ERROR:
+            # the context is left with the exception put aside
+            PyErr_Fetch(&kind, &value, &traceback)
+            PyContext_Exit(context)
+            PyErr_Restore(kind, value, traceback)
+            try:
+                _pending_error()
+            except Exception as exc:
+                failed(exc)
+            except BaseException as exc:
+                if not isinstance(exc, cancelled_error):
+                    raise
+            continue
+        PyContext_Exit(context)
+        if status == PYGEN_RETURN:
+            Py_XDECREF(result)  # what the handler returned: not used
+            continue
+        waiting_on = <object>result
+        Py_XDECREF(result)
+        return coro, context, waiting_on
+    return None

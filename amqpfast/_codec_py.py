@@ -9,12 +9,13 @@ come out. Nothing here imports asyncio or socket.
 from __future__ import annotations
 
 import calendar
+import contextvars
 import datetime
 import decimal
 import random
 import struct
 import time
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import Any, ClassVar
 
 from pamqp import base as _pamqp_base
@@ -1372,3 +1373,38 @@ class FrameWriter:
     def reject(self, channel: int, delivery_tag: int, requeue: bool = True) -> None:
         """Append a Basic.Reject."""
         self.method(channel, BasicReject(delivery_tag, requeue))
+
+
+# ------------------------------------------------- running callback coroutines
+
+
+def run_coroutines(
+    queue: Any,
+    cancel_asked: Callable[[Any], Any],
+    task: Any,
+    failed: Callable[[Exception], Any],
+    cancelled_error: type[BaseException],
+) -> tuple[Any, contextvars.Context, Any] | None:
+    """Run the coroutines waiting in ``queue`` (a deque) one after another.
+
+    What a driver Task of ``amqpfast.core._drive`` does for each handler: step
+    it once in a fresh copy of the current context; most finish there. Stops
+    before the next one when ``cancel_asked(task)`` is true. A handler that
+    raises an Exception goes to ``failed(exc)``, one that raises
+    ``cancelled_error`` ends quietly; others propagate. Returns ``(coroutine,
+    its context, what it waits on)`` for the first one that waits, else None.
+    """
+    while queue and not cancel_asked(task):
+        coro = queue.popleft()
+        context = contextvars.copy_context()
+        try:
+            waiting_on = context.run(coro.send, None)
+        except StopIteration:
+            continue
+        except Exception as exc:
+            failed(exc)
+            continue
+        except cancelled_error:
+            continue
+        return coro, context, waiting_on
+    return None

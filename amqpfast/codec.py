@@ -43,6 +43,7 @@ ProtocolHeader = _impl.ProtocolHeader
 decode_table = _impl.decode_table
 encode_table = _impl.encode_table
 new_message_id = _impl.new_message_id
+run_coroutines = _impl.run_coroutines
 
 __all__ = [
     "IMPLEMENTATION",
@@ -66,4 +67,5 @@ __all__ = [
     "decode_table",
     "encode_table",
     "new_message_id",
+    "run_coroutines",
 ]

@@ -22,10 +22,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, cast
 
+from ..codec import run_coroutines
+
 log = logging.getLogger("amqpfast.core")
 
 _CoroutineType = types.CoroutineType
-_copy_context = contextvars.copy_context
 _current_task = asyncio.current_task
 # Whether someone asked a running Task to cancel: its armed flag, which also
 # covers a cancel taken back by uncancel() (still armed on 3.11 and 3.12);
@@ -129,24 +130,15 @@ class CallbackRunner:
         task = _current_task()
         assert task is not None
         queue = self._queue
-        waiting: tuple[Any, contextvars.Context, Any] | None = None
         try:
-            # A driver someone cancelled takes nothing more (a handler kept it
-            # as its current task): no later handler may inherit the cancel.
-            while queue and not _cancel_asked(task):
-                coro = queue.popleft()
-                context = _copy_context()
-                try:
-                    waiting_on = context.run(coro.send, None)
-                except StopIteration:
-                    continue
-                except Exception as exc:
-                    self._failed(exc)
-                    continue
-                except asyncio.CancelledError:
-                    continue  # the handler cancelled itself, as a Task would ignore
-                waiting = (coro, context, waiting_on)
-                break
+            # Each handler stepped once, in a copy of the context, until one
+            # waits (the codec's loop: in C when compiled). A driver someone
+            # cancelled takes nothing more (a handler kept it as its current
+            # task): no later handler may inherit the cancel. A handler that
+            # cancelled itself ends, as a Task would ignore it.
+            waiting = run_coroutines(
+                queue, _cancel_asked, task, self._failed, asyncio.CancelledError
+            )
         finally:
             if self._taker is task:
                 self._taker = None
