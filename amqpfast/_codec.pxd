@@ -110,6 +110,14 @@ cdef class MessageBase:
     cdef public object app_id
 
 
+cdef class DeliveredBase:
+    cdef public object delivery
+    cdef public object properties
+    cdef public object body
+    cdef public object channel
+    cdef public object _header
+
+
 cdef class IncomingBase(MessageBase):
     cdef public bint _no_ack
     cdef public bint _processed

@@ -537,6 +537,28 @@ cdef class MessageBase:
 
 
 @cython.embedsignature(False)  # the docstring's first line is the signature
+cdef class DeliveredBase:
+    """DeliveredBase(delivery, header=None, body=b'', channel=None)
+--
+
+    A message from the broker as the low level hands it on: ``delivery``
+    (the method that brought it), ``properties``, ``body`` and ``channel``,
+    set in C. ``amqpfast.core.DeliveredMessage`` builds on it; ``header`` is
+    the decoded properties (what the codec hands in), or anything else its
+    ``_take_header`` understands.
+    """
+
+    def __init__(self, delivery, header=None, body=b"", channel=None):
+        self.delivery = delivery
+        self.body = body
+        self.channel = channel
+        if type(header) is BasicProperties:
+            self.properties = header
+        else:
+            (<object>self)._take_header(header)  # the subclass's
+
+
+@cython.embedsignature(False)  # the docstring's first line is the signature
 cdef class IncomingBase(MessageBase):
     """IncomingBase(message, no_ack=False)
 --

@@ -446,6 +446,37 @@ class MessageBase:
         object.__setattr__(self, name, value)
 
 
+class DeliveredBase:
+    """A message from the broker as the low level hands it on: ``delivery``
+    (the method that brought it), ``properties``, ``body`` and ``channel``.
+    ``amqpfast.core.DeliveredMessage`` builds on it; ``header`` is the decoded
+    properties (what the codec hands in), or anything else its
+    ``_take_header`` understands.
+    """
+
+    __slots__ = ("_header", "body", "channel", "delivery", "properties")
+    delivery: Any
+    properties: Any
+    body: bytes
+    channel: Any
+    _header: Any
+
+    def __init__(
+        self, delivery: Any, header: Any = None, body: bytes = b"", channel: Any = None
+    ) -> None:
+        self.delivery = delivery
+        self.body = body
+        self.channel = channel
+        self._header = None
+        if type(header) is BasicProperties:
+            self.properties = header
+        else:
+            self._take_header(header)
+
+    def _take_header(self, header: Any) -> None:
+        raise NotImplementedError  # the subclass's
+
+
 class IncomingBase(MessageBase):
     """The state of a message from the broker, set from the low-level
     delivery (``message``: its ``delivery``, ``properties``, ``body`` and

@@ -33,6 +33,7 @@ BasicPublish = _impl.BasicPublish
 BasicReject = _impl.BasicReject
 BasicReturn = _impl.BasicReturn
 ContentMessage = _impl.ContentMessage
+DeliveredBase = _impl.DeliveredBase
 FrameReader = _impl.FrameReader
 FrameWriter = _impl.FrameWriter
 Heartbeat = _impl.Heartbeat
@@ -57,6 +58,7 @@ __all__ = [
     "BasicReject",
     "BasicReturn",
     "ContentMessage",
+    "DeliveredBase",
     "FrameReader",
     "FrameWriter",
     "Heartbeat",

@@ -6,55 +6,34 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp.header import ContentHeader
 
-from ..codec import BasicProperties
+from ..codec import BasicProperties, DeliveredBase
 
 if TYPE_CHECKING:
     from .channel import Channel
 
-_CodecProperties = BasicProperties
 
-
-class DeliveredMessage:
+class DeliveredMessage(DeliveredBase):
     """A message from the broker: its method, content header, body and channel.
 
-    Shaped as aiormq's: ``DeliveredMessage(delivery=..., header=..., body=...,
-    channel=...)`` with ``header`` a pamqp ``ContentHeader`` whose
-    ``properties`` are the message's. The codec passes the decoded properties
-    in the header's place instead; the ``ContentHeader`` is then made only
-    when someone asks for ``header``. ``properties`` is the same object as
-    ``header.properties`` either way.
+    ``DeliveredMessage(delivery, header=None, body=b"", channel=None)``, shaped as
+    aiormq's (``delivery``, ``header``, ``body``, ``channel``) with ``header`` a
+    pamqp ``ContentHeader`` whose ``properties`` are the message's. The codec
+    passes the decoded properties in the header's place instead; the
+    ``ContentHeader`` is then made only when someone asks for ``header``.
+    ``properties`` is the same object as ``header.properties`` either way.
 
     ``delivery`` is the Basic.Deliver, Basic.GetOk or Basic.Return (or
-    Basic.GetEmpty, with an empty body) that brought it.
-
-    :param delivery: the method frame.
-    :param header: a ``ContentHeader`` (or just the properties).
-    :param body: the message body.
-    :param channel: the channel it came on (None for a message built by hand).
+    Basic.GetEmpty, with an empty body) that brought it; ``channel`` the
+    channel it came on (None for a message built by hand). Made in C
+    (:class:`amqpfast.codec.DeliveredBase`).
     """
 
-    __slots__ = ("_header", "body", "channel", "delivery", "properties")
-
+    __slots__ = ()
     delivery: Any
     properties: Any
     body: bytes
     channel: Channel  # None only in a message built by hand
-    _header: ContentHeader
-
-    def __init__(
-        self,
-        delivery: Any,
-        header: Any = None,
-        body: bytes = b"",
-        channel: Channel | None = None,
-    ) -> None:
-        self.delivery = delivery
-        self.body = body
-        self.channel = channel  # type: ignore[assignment]
-        if type(header) is _CodecProperties:  # what the codec hands in, per delivery
-            self.properties = header
-        else:
-            self._take_header(header)
+    _header: ContentHeader | None
 
     def _take_header(self, header: Any) -> None:
         if header is None:
@@ -68,11 +47,10 @@ class DeliveredMessage:
     @property
     def header(self) -> ContentHeader:
         """The content header: body size and ``properties`` (made when first asked for)."""
-        try:
-            return self._header
-        except AttributeError:
+        header = self._header
+        if header is None:
             header = self._header = ContentHeader(0, len(self.body), self.properties)
-            return header
+        return header
 
     @property
     def delivery_tag(self) -> int | None:
