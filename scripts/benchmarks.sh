@@ -29,7 +29,7 @@ OUT="benchmarks/runs/$(date -u +%Y%m%dT%H%M)-$(git rev-parse --short HEAD).txt"
         "low-level API: amqpfast.core vs aiormq vs aio-pika|benchmarks/client_runners.py" \
         "aio-pika API: amqpfast vs aio-pika, the same code|benchmarks/api_runners.py" \
         "Node amqplib beside amqpfast's aio-pika API|benchmarks/amqplib_runner.py" \
-        "request/reply: RPC against the thinnest loop|benchmarks/rpc_runner.py" \
+        "request/reply: RPC against the thinnest loop|benchmarks/rpc_runners.py" \
         "instructions per message (the guard)|benchmarks/instructions.py"; do
         title="${part%%|*}"
         script="${part##*|}"
