@@ -13,12 +13,14 @@ import asyncio
 import base64
 import json
 import os
+import platform
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .codec import BasicProperties
+from ._version import __version__
+from .codec import IMPLEMENTATION, BasicProperties
 from .core import Channel, DeliveredMessage, connect
 from .exceptions import AMQPError
 
@@ -256,8 +258,31 @@ async def _bench(options: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
+def version_text() -> str:
+    """amqpfast's version, the codec that runs ("c" or "python") and the interpreter."""
+    return (
+        f"amqpfast {__version__} (codec {IMPLEMENTATION}; "
+        f"{platform.python_implementation()} {platform.python_version()}, {sys.executable})"
+    )
+
+
+class _PrintVersion(argparse.Action):
+    # argparse's own "version" action wraps the line at the terminal's width
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amqpfast", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--version",
+        action=_PrintVersion,
+        help="print the version, the codec implementation and the interpreter, and exit",
+    )
     parser.add_argument("--url", default=DEFAULT_URL, help="broker URL (default: $AMQP_URL)")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -6,6 +6,7 @@ says which one is active ("c" or "python"). Type checkers see the twin.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 from typing import TYPE_CHECKING
@@ -17,13 +18,25 @@ NO_EXTENSIONS = (
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from . import _codec_py as _impl
+
+    _why = (
+        "AMQPFAST_NO_EXTENSIONS is set"
+        if platform.python_implementation() == "CPython"
+        else f"{platform.python_implementation()} runs the pure-Python codec"
+    )
 else:
     try:
         from . import _codec as _impl  # type: ignore[no-redef]
-    except ImportError:  # not built: the twin serves
+
+        _why = "compiled"
+    except ImportError as missing:  # not built: the twin serves
         from . import _codec_py as _impl
 
+        _why = f"the compiled codec is not there ({missing})"
+
 IMPLEMENTATION = _impl.IMPLEMENTATION
+# once, when amqpfast is first imported: which codec runs, and why
+logging.getLogger("amqpfast.codec").debug("codec: %s (%s)", IMPLEMENTATION, _why)
 BasicAck = _impl.BasicAck
 BasicDeliver = _impl.BasicDeliver
 BasicGetOk = _impl.BasicGetOk
