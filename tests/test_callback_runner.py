@@ -1,8 +1,9 @@
 """How consumer callbacks run: in order, each inside a Task, none sharing one while alive.
 
 No broker: the runner is handed callbacks directly, as a channel hands it
-deliveries: from a plain loop callback, as during a socket read, and from
-inside a task.
+deliveries: from a plain loop callback, as during a socket read (with the
+runner deferred to the end of the read, as the connection does, or not), and
+from inside a task.
 """
 
 from __future__ import annotations
@@ -11,38 +12,80 @@ import asyncio
 import contextvars
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
 
 from amqpfast.core._drive import CallbackRunner
 
-Deliver = Callable[..., Awaitable[None]]
 request_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("request_id", default=None)
 
 
-@pytest.fixture(params=["during a read", "from a task"])
-def deliver(request: pytest.FixtureRequest) -> Deliver:
-    """``await deliver(runner, handler, numbers)``: hand in one call per number."""
+class Deliver:
+    """``await deliver(runner, handler, numbers)``: hand in one call per number.
 
-    async def from_a_read(runner: CallbackRunner, handler: Any, numbers: Iterable[int]) -> None:
+    As a channel does: during a socket read (a plain loop callback, no task
+    running), with the runner deferred to the end of the read as the
+    connection defers it, or not; or from inside a task.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self._reading = False
+        self._deferred: list[CallbackRunner] = []
+
+    def runner(self, what: str = "handler") -> CallbackRunner:
+        loop = asyncio.get_running_loop()
+        if self.mode == "deferred to the end of a read":
+            return CallbackRunner(loop, what, self._defer)
+        return CallbackRunner(loop, what)
+
+    async def warm_up(self, runner: CallbackRunner) -> None:
+        """A first read: its handlers go to a driver Task while a task parks for the next."""
+        await self(runner, nothing, [0])
+        await settle(runner)
+        await asyncio.sleep(0)
+
+    def _defer(self, runner: CallbackRunner) -> bool:
+        if self._reading:
+            self._deferred.append(runner)
+        return self._reading
+
+    async def __call__(self, runner: CallbackRunner, handler: Any, numbers: Iterable[int]) -> None:
+        if self.mode == "deferred to the end of a read" and handler is not nothing:
+            await self.warm_up(runner)  # so that these handlers step at the end of the read
+        if self.mode == "from a task":
+            for number in numbers:
+                runner.call(handler, number)
+            return
         done = asyncio.Event()
 
         def read() -> None:  # a plain callback of the loop: no task is running
             assert asyncio.current_task() is None
-            for number in numbers:
-                runner.call(handler, number)
+            self._reading = True
+            try:
+                for number in numbers:
+                    runner.call(handler, number)
+            finally:
+                self._reading = False
+            deferred, self._deferred = self._deferred, []
+            for each in deferred:
+                each.run_deferred()
+            assert asyncio.current_task() is None
             done.set()
 
         asyncio.get_running_loop().call_soon(read)
         await done.wait()
 
-    async def from_a_task(runner: CallbackRunner, handler: Any, numbers: Iterable[int]) -> None:
-        for number in numbers:
-            runner.call(handler, number)
 
-    return from_a_read if request.param == "during a read" else from_a_task
+async def nothing(number: int) -> None:
+    pass
+
+
+@pytest.fixture(params=["during a read", "deferred to the end of a read", "from a task"])
+def deliver(request: pytest.FixtureRequest) -> Deliver:
+    return Deliver(request.param)
 
 
 async def settle(runner: CallbackRunner) -> None:
@@ -53,7 +96,7 @@ async def settle(runner: CallbackRunner) -> None:
 
 
 async def test_handlers_that_do_not_wait_run_in_order_inside_a_task(deliver: Deliver) -> None:
-    runner = CallbackRunner(asyncio.get_running_loop(), "handler")
+    runner = deliver.runner()
     seen: list[tuple[int, bool]] = []
 
     async def handler(number: int) -> None:
@@ -65,7 +108,7 @@ async def test_handlers_that_do_not_wait_run_in_order_inside_a_task(deliver: Del
 
 
 async def test_a_waiting_handler_does_not_hold_up_the_ones_after_it(deliver: Deliver) -> None:
-    runner = CallbackRunner(asyncio.get_running_loop(), "handler")
+    runner = deliver.runner()
     released = asyncio.Event()
     finished: list[int] = []
 
@@ -82,7 +125,7 @@ async def test_a_waiting_handler_does_not_hold_up_the_ones_after_it(deliver: Del
 
 
 async def test_handlers_alive_at_the_same_time_never_share_a_task(deliver: Deliver) -> None:
-    runner = CallbackRunner(asyncio.get_running_loop(), "handler")
+    runner = deliver.runner()
     gate = asyncio.Event()
     tasks: dict[int, asyncio.Task[object] | None] = {}
 
@@ -102,7 +145,7 @@ async def test_handlers_alive_at_the_same_time_never_share_a_task(deliver: Deliv
 
 
 async def test_context_variables_stay_with_their_message(deliver: Deliver) -> None:
-    runner = CallbackRunner(asyncio.get_running_loop(), "handler")
+    runner = deliver.runner()
     seen: dict[int, tuple[int | None, int | None]] = {}
 
     async def handler(number: int) -> None:
@@ -119,7 +162,7 @@ async def test_context_variables_stay_with_their_message(deliver: Deliver) -> No
 
 
 async def test_timeout_and_task_group_work_in_a_handler(deliver: Deliver) -> None:
-    runner = CallbackRunner(asyncio.get_running_loop(), "handler")
+    runner = deliver.runner()
     outcomes: list[str] = []
 
     async def handler(number: int) -> None:
@@ -141,7 +184,7 @@ async def test_timeout_and_task_group_work_in_a_handler(deliver: Deliver) -> Non
 async def test_a_failing_handler_is_logged_and_the_next_ones_run(
     caplog: pytest.LogCaptureFixture, deliver: Deliver
 ) -> None:
-    runner = CallbackRunner(asyncio.get_running_loop(), "consumer callback")
+    runner = deliver.runner("consumer callback")
     finished: list[int] = []
 
     async def handler(number: int) -> None:
@@ -165,7 +208,7 @@ async def test_a_failing_handler_is_logged_and_the_next_ones_run(
 async def test_a_handler_cancelling_its_own_task_does_not_cancel_the_next(
     deliver: Deliver, taken_back: bool
 ) -> None:
-    runner = CallbackRunner(asyncio.get_running_loop(), "handler")
+    runner = deliver.runner()
     finished: list[int] = []
 
     async def handler(number: int) -> None:
@@ -185,7 +228,7 @@ async def test_a_handler_cancelling_its_own_task_does_not_cancel_the_next(
 
 
 async def test_cancel_stops_waiting_handlers_and_drops_the_rest(deliver: Deliver) -> None:
-    runner = CallbackRunner(asyncio.get_running_loop(), "handler")
+    runner = deliver.runner()
     cancelled: list[int] = []
     started: list[int] = []
 
@@ -231,7 +274,7 @@ async def test_a_driver_cancelled_before_it_starts_does_not_stall_the_queue() ->
 
 
 async def test_pending_counts_cancelled_handlers_until_they_finish(deliver: Deliver) -> None:
-    runner = CallbackRunner(asyncio.get_running_loop(), "consumer callback")
+    runner = deliver.runner("consumer callback")
     steps: list[str] = []
 
     async def handler(number: int) -> None:
@@ -259,7 +302,7 @@ class Stop(BaseException):
 async def test_a_base_exception_from_a_handler_is_logged_and_released(
     caplog: pytest.LogCaptureFixture, deliver: Deliver
 ) -> None:
-    runner = CallbackRunner(asyncio.get_running_loop(), "consumer callback")
+    runner = deliver.runner("consumer callback")
 
     async def handler(number: int) -> None:
         raise Stop(number)
@@ -272,7 +315,7 @@ async def test_a_base_exception_from_a_handler_is_logged_and_released(
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks came with Python 3.12")
 async def test_drivers_are_not_kept_under_an_eager_task_factory(deliver: Deliver) -> None:
-    runner = CallbackRunner(asyncio.get_running_loop(), "consumer callback")
+    runner = deliver.runner("consumer callback")
     loop = asyncio.get_running_loop()
     loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
     try:
@@ -286,3 +329,165 @@ async def test_drivers_are_not_kept_under_an_eager_task_factory(deliver: Deliver
         assert done == list(range(50)) and runner.pending == 0
     finally:
         loop.set_task_factory(None)
+
+
+def deferred_runner(what: str = "consumer callback") -> tuple[CallbackRunner, list[CallbackRunner]]:
+    """A runner that a read always defers, and the list of the deferred ones."""
+    deferred: list[CallbackRunner] = []
+
+    def defer(runner: CallbackRunner) -> bool:
+        deferred.append(runner)
+        return True
+
+    return CallbackRunner(asyncio.get_running_loop(), what, defer), deferred
+
+
+async def warm_up(runner: CallbackRunner, deferred: list[CallbackRunner]) -> None:
+    """A first read: a driver Task runs it, and a task parks for the next read."""
+    await in_a_read(lambda: (runner.call(nothing, 0), runner.run_deferred()))
+    await settle(runner)
+    await asyncio.sleep(0)
+    deferred.clear()
+
+
+async def in_a_read(work: Callable[[], None]) -> None:
+    """Run ``work`` as a plain loop callback, as a socket read runs."""
+    done = asyncio.get_running_loop().create_future()
+
+    def read() -> None:
+        try:
+            work()
+        except BaseException as error:
+            done.set_exception(error)
+        else:
+            done.set_result(None)
+
+    asyncio.get_running_loop().call_soon(read)
+    await done
+
+
+async def test_deferred_handlers_run_before_the_read_ends_in_one_parked_task() -> None:
+    runner, deferred = deferred_runner()
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def handler(number: int) -> None:
+        tasks.append(asyncio.current_task())
+
+    await warm_up(runner, deferred)
+
+    def read() -> None:
+        for number in range(3):
+            runner.call(handler, number)
+        assert deferred == [runner] and tasks == []  # deferred once, nothing run yet
+        runner.run_deferred()
+        assert len(tasks) == 3 and tasks[0] is not None and set(tasks) == {tasks[0]}
+        assert not tasks[0].done() and asyncio.current_task() is None
+        assert runner.pending == 0  # the parked task is nobody's yet
+
+    await in_a_read(read)
+    # the next read's handlers step in the same parked task: no Task per read
+    deferred.clear()
+    before = tasks[0]
+    await in_a_read(lambda: (runner.call(handler, 3), runner.run_deferred()))
+    assert tasks[3] is before
+    runner.cancel()  # the channel's close: the parked task ends
+    await asyncio.sleep(0)
+    assert before is not None and before.done()
+
+
+async def test_a_waiting_handler_keeps_the_parked_task_and_the_rest_go_on() -> None:
+    runner, deferred = deferred_runner()
+    gate = asyncio.Event()
+    tasks: dict[int, asyncio.Task[Any] | None] = {}
+    finished: list[int] = []
+
+    async def handler(number: int) -> None:
+        tasks[number] = asyncio.current_task()
+        if number == 0:
+            await gate.wait()
+            assert asyncio.current_task() is tasks[0]
+        finished.append(number)
+
+    await warm_up(runner, deferred)
+
+    def read() -> None:
+        for number in range(3):
+            runner.call(handler, number)
+        runner.run_deferred()
+
+    await in_a_read(read)
+    assert finished == [1, 2]  # the rest of the read went on without waiting for 0
+    assert tasks[1] is tasks[2] and tasks[1] is not tasks[0]
+    gate.set()
+    await settle(runner)
+    assert finished == [1, 2, 0]
+    runner.cancel()
+
+
+async def test_a_cancel_before_the_parked_task_resumes_its_handler_reaches_the_handler() -> None:
+    runner, deferred = deferred_runner()
+    seen: list[str] = []
+
+    async def handler(number: int) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()  # never set
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    tasks: list[asyncio.Task[Any]] = []
+
+    await warm_up(runner, deferred)
+
+    def read() -> None:
+        runner.call(handler, 0)
+        runner.run_deferred()
+        (task,) = runner._drivers  # the parked task, now the handler's
+        tasks.append(task)
+        task.cancel()  # before it ever ran: e.g. the close of the channel
+
+    await in_a_read(read)
+    await settle(runner)
+    assert seen == ["cancelled"] and tasks[0].done()
+
+
+async def test_a_handler_cancelling_the_parked_task_does_not_cancel_the_next() -> None:
+    runner, deferred = deferred_runner()
+    tasks: list[asyncio.Task[Any] | None] = []
+    finished: list[int] = []
+
+    async def handler(number: int) -> None:
+        task = asyncio.current_task()
+        tasks.append(task)
+        if number == 0:
+            assert task is not None
+            task.cancel()
+        else:
+            await asyncio.sleep(0.001)
+        finished.append(number)
+
+    await warm_up(runner, deferred)
+
+    def read() -> None:
+        runner.call(handler, 0)
+        runner.call(handler, 1)
+        runner.run_deferred()
+
+    await in_a_read(read)
+    await settle(runner)
+    assert finished == [0, 1] and tasks[0] is not tasks[1]
+    runner.cancel()
+
+
+async def test_deferred_from_inside_a_task_falls_back_to_a_driver() -> None:
+    runner, _ = deferred_runner()
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def handler(number: int) -> None:
+        tasks.append(asyncio.current_task())
+
+    runner.call(handler, 0)
+    runner.run_deferred()  # a task is current: the handler waits for a driver
+    assert tasks == []
+    await settle(runner)
+    assert tasks[0] is not None and tasks[0] is not asyncio.current_task()

@@ -9,6 +9,13 @@ handlers finish without waiting; they cost a ``send`` each. A handler that
 does wait keeps its driver for the rest of its life (so the task it saw as
 current stays its own), and a new driver takes over the queue: at any moment
 every unfinished handler has a Task of its own, never shared.
+
+During the read of a socket the connection defers the runner instead: the
+handlers queued by that read are stepped at its end, in place, with a
+*parked* Task as the current task (one that sleeps until a handler needs it).
+That saves the driver Task and its loop turn per read, and what the handlers
+wrote (their acks) leaves with the read's own write. A handler that waits
+takes the parked Task as its own, and the next one parks.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ import contextvars
 import logging
 import operator
 import types
+
+# what a Task's step does around it: make the task the loop's current one
+from asyncio.tasks import _enter_task, _leave_task
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, cast
@@ -36,8 +46,6 @@ _cancel_asked: Callable[[asyncio.Task[Any]], Any] = (
     if hasattr(asyncio.Task, "_must_cancel")
     else asyncio.Task.cancelling
 )
-
-
 class _Done(tuple[()]):
     """An awaitable that is already finished (what basic_ack and friends return)."""
 
@@ -51,25 +59,32 @@ DONE = cast(Awaitable[None], _Done())
 
 @types.coroutine
 def _resume(
-    coro: Coroutine[Any, Any, Any], context: contextvars.Context, waiting_on: Any
+    coro: Coroutine[Any, Any, Any],
+    context: contextvars.Context,
+    waiting_on: Any,
+    thrown: BaseException | None = None,
 ) -> Generator[Any, Any, None]:
     """Carry on a coroutine that was stepped by hand until it first waited.
 
     What the coroutine yields goes to the running Task, and what the Task sends
     or throws back goes to the coroutine, as ``await`` would do, each step in
-    the coroutine's own context.
+    the coroutine's own context. ``thrown``: an error to throw in first (a
+    cancel that came before the Task took the coroutine on).
     """
     step: Callable[[Any], Any]
     while True:
-        try:
-            sent = yield waiting_on
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:  # cancellation included: it is the coroutine's
-            step, value = coro.throw, exc
+        if thrown is not None:
+            step, value, thrown = coro.throw, thrown, None
         else:
-            step, value = coro.send, sent
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation included: it is the coroutine's
+                step, value = coro.throw, exc
+            else:
+                step, value = coro.send, sent
         try:
             waiting_on = context.run(step, value)
         except StopIteration:
@@ -80,16 +95,41 @@ class CallbackRunner:
     """Runs callbacks (plain or async) in the order they are handed in.
 
     :param what: how to name a failing callback in the log.
+    :param defer: ``defer(runner)`` is true when the caller (the connection,
+        during a read) takes the runner and calls :meth:`run_deferred` at the
+        end of what it is doing; otherwise a driver Task runs the handlers.
     """
 
-    __slots__ = ("_drivers", "_loop", "_queue", "_taker", "_what")
+    __slots__ = (
+        "_defer",
+        "_deferred",
+        "_drivers",
+        "_loop",
+        "_parked",
+        "_parked_ready",
+        "_queue",
+        "_taker",
+        "_wake",
+        "_what",
+    )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, what: str) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        what: str,
+        defer: Callable[[CallbackRunner], bool] | None = None,
+    ) -> None:
         self._loop = loop
         self._queue: deque[Coroutine[Any, Any, Any]] = deque()
         self._taker: asyncio.Task[None] | None = None  # the driver due to work the queue
         self._drivers: set[asyncio.Future[Any]] = set()  # drivers, and awaitables callbacks gave
         self._what = what
+        self._defer = defer
+        self._deferred = False  # run_deferred() is due
+        # the current task of deferred steps, and what hands it a handler that waits
+        self._parked: asyncio.Task[None] | None = None
+        self._parked_ready = False  # it has started: it is waiting on _wake
+        self._wake: asyncio.Future[Any] | None = None
 
     def call(self, callback: Callable[..., Any], *args: Any) -> None:
         """Call ``callback(*args)``; a coroutine it returns runs in a driver Task."""
@@ -102,8 +142,12 @@ class CallbackRunner:
             return
         if type(result) is _CoroutineType:
             self._queue.append(result)
-            if self._taker is None:
-                self._start_driver()
+            if self._taker is None and not self._deferred:
+                defer = self._defer
+                if defer is not None and defer(self):
+                    self._deferred = True
+                else:
+                    self._start_driver()
         elif asyncio.isfuture(result) or asyncio.iscoroutine(result):
             self._track(asyncio.ensure_future(result, loop=self._loop))
 
@@ -153,6 +197,81 @@ class CallbackRunner:
         except asyncio.CancelledError:
             pass
 
+    def run_deferred(self) -> None:
+        """Step the handlers queued since :meth:`call` was deferred, here and now.
+
+        Each runs in a copy of the context with the parked Task as the
+        current task, until it finishes or waits; one that waits keeps that
+        Task (it goes on there). The parked Task must have started (so that a
+        cancel reaches the handler that takes it): until a new one has, and
+        inside a task, a driver Task runs the handlers as :meth:`call` would.
+        """
+        self._deferred = False
+        queue = self._queue
+        if not queue or self._taker is not None:
+            return  # cancelled meanwhile, or a driver is due to take them
+        loop = self._loop
+        task = self._parked
+        if task is None or self._parked_gone(task):
+            task = self._park_next()
+        wake = self._wake
+        if wake is None or not self._parked_ready or _current_task(loop) is not None:
+            self._start_driver()
+            return
+        _enter_task(loop, task)
+        try:
+            # A cancel of the parked task (a handler's own) cancels what it
+            # waits on: the wake, which then takes no handler; checked in C.
+            waiting = run_coroutines(
+                queue, type(wake).done, wake, self._failed, asyncio.CancelledError
+            )
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # what a driver Task would have logged
+            self._failed(exc)
+            waiting = None
+        finally:
+            _leave_task(loop, task)
+        if waiting is not None:
+            wake.set_result(waiting)
+            self._track(task)  # the handler's task from now on
+        if queue:  # after a handler that waited (or cancelled the parked task)
+            self._start_driver()
+        if self._parked_gone(task):
+            self._park_next()  # ready by the next read
+
+    def _park_next(self) -> asyncio.Task[None]:
+        wake = self._wake = self._loop.create_future()
+        self._parked_ready = False
+        task = self._parked = asyncio.Task(self._park(wake), loop=self._loop)
+        return task
+
+    def _parked_gone(self, task: asyncio.Task[None]) -> bool:
+        # a handler took the parked task, or someone cancelled it
+        wake = self._wake
+        return wake is None or wake.done() or bool(_cancel_asked(task))
+
+    async def _park(self, wake: asyncio.Future[Any]) -> None:
+        # Sleeps until a handler stepped in this task waits: then it is the
+        # handler's task (and ends with it).
+        if wake is self._wake:
+            self._parked_ready = True
+        cancel: asyncio.CancelledError | None = None
+        try:
+            await wake
+        except asyncio.CancelledError as error:
+            cancel = error
+        if not wake.done() or wake.cancelled():
+            return  # cancelled while parked: no handler is its
+        coro, context, waiting_on = wake.result()
+        try:
+            # a cancel that came after the handler took this task is the handler's
+            await _resume(coro, context, waiting_on, cancel)
+        except Exception as exc:
+            self._failed(exc)
+        except asyncio.CancelledError:
+            pass
+
     def _failed(self, exc: BaseException) -> None:
         log.error("%s failed", self._what, exc_info=exc)
 
@@ -172,6 +291,9 @@ class CallbackRunner:
             self._queue.popleft().close()
         self._taker = None
         current = _current_task(self._loop) if self._loop.is_running() else None
+        parked, self._parked = self._parked, None
+        if parked is not None and parked is not current:
+            parked.cancel()  # no handler is its: it just ends
         for driver in list(self._drivers):
             if driver is not current:
                 driver.cancel(reason)  # leaves the set when it is done

@@ -148,7 +148,7 @@ class Channel:
         self._acking_consumers: set[str] = set()
         self._requeue_for: set[str] = set()
         self._dropping_for: set[str] = set()  # the same, of consumers without acks
-        self._runner = CallbackRunner(self.loop, "consumer callback")
+        self._runner = CallbackRunner(self.loop, "consumer callback", connection.defer_runner)
         self._opened = False
         self._closed = False
         # our Channel.Close is out and its CloseOk not back: the number stays taken

@@ -32,6 +32,7 @@ from ..exceptions import (
     connection_error,
 )
 from ..url import ConnectionParameters, mask_password, parse_url
+from ._drive import CallbackRunner
 from .channel import Channel
 from .protocol import AMQPProtocol
 
@@ -130,6 +131,7 @@ class Connection:
         self._writer = FrameWriter()
         self._flush_scheduled = False
         self._dispatching = False
+        self._deferred_runners: list[CallbackRunner] = []  # to step at the end of the read
         self._sent = False
         self._channels: dict[int, Channel] = {}
         self._waiter: asyncio.Future[Any] | None = None
@@ -532,9 +534,27 @@ class Connection:
         try:
             self._dispatch(events)
         finally:
-            self._dispatching = False
+            try:
+                if self._deferred_runners:
+                    self._run_deferred()
+            finally:
+                self._dispatching = False
         if self._writer:
             self._flush()
+
+    def defer_runner(self, runner: CallbackRunner) -> bool:
+        """During a read, take ``runner``: its handlers step at the end of the read."""
+        if not self._dispatching:
+            return False
+        self._deferred_runners.append(runner)
+        return True
+
+    def _run_deferred(self) -> None:
+        # the handlers of this read, channel by channel; what they write
+        # leaves with the read's own flush
+        runners, self._deferred_runners = self._deferred_runners, []
+        for runner in runners:
+            runner.run_deferred()
 
     def _dispatch(self, events: list[Any]) -> None:
         channels = self._channels
