@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 from pamqp import commands as spec
 
+from ._marks import coroutine_function
 from .abc import (
     AbstractExchange,
     AbstractMessage,
@@ -17,6 +18,7 @@ from .abc import (
     TimeoutType,
     get_exchange_name,
 )
+from .core.channel import ActsAsCoroutine
 from .message import Message
 
 if TYPE_CHECKING:
@@ -111,7 +113,8 @@ class Exchange(AbstractExchange):
             timeout=timeout,
         )
 
-    async def publish(
+    @coroutine_function
+    def publish(
         self,
         message: AbstractMessage,
         routing_key: str,
@@ -119,17 +122,23 @@ class Exchange(AbstractExchange):
         mandatory: bool = True,
         immediate: bool = False,
         timeout: TimeoutType = None,
-    ) -> Any:
-        """Publish a message through this exchange.
+    ) -> Coroutine[Any, Any, Any]:
+        """Publish a message through this exchange; await what it returns.
 
-        With publisher confirms (the channel's default) this waits for the
-        broker and returns its Basic.Ack (pamqp's class, as aio-pika does); a
+        With publisher confirms (the channel's default) the awaitable gives
+        the broker's Basic.Ack (pamqp's class, as aio-pika does); a
         mandatory message the broker cannot route comes back as the result (a low-level
         :class:`~amqpfast.core.DeliveredMessage`), or raises
         :class:`~amqpfast.exceptions.PublishError` when the channel was
-        opened with ``on_return_raises``. Without confirms it returns None.
+        opened with ``on_return_raises``. Without confirms it gives None.
         A message without a ``message_id`` goes out with a random UUID4
         (hex) as its message_id, as with aio-pika (through aiormq).
+
+        The message is queued for the socket by the call itself; the
+        awaitable (a Future on a confirm channel) waits for the confirm, so
+        ``asyncio.gather`` over many publishes needs no Task per message.
+        Errors are raised by the await, as from aio-pika's coroutine, and
+        ``asyncio.create_task`` takes the awaitable as it takes a coroutine.
 
         ``timeout`` covers the whole publish: the wait while the socket
         drains, the broker blocks the connection (a resource alarm) or has
@@ -140,28 +149,29 @@ class Exchange(AbstractExchange):
         :raises ChannelInvalidStateError: the channel is closed.
         :raises TimeoutError: not sent and confirmed within ``timeout``.
         """
-        if self.internal:
-            raise ValueError(f"can not publish to internal exchange {self.name!r}")
-        # channel_or_raise(), inline: this is the path of every message
-        underlay = self.channel._channel
-        if underlay is None or (channel := underlay.channel)._closed:
-            channel = self.channel.channel_or_raise()  # raises: not opened, or closed
-        sent = channel.publish(
-            message.body,
-            self.name,
-            routing_key,
-            # a plain Message is encoded from its own fields
-            message if type(message) is Message else message.properties,
-            mandatory,
-            immediate,
-            timeout,
-        )
-        if sent is None:
-            return None
         try:
-            return await sent
-        except asyncio.CancelledError as cancelled:
-            raise channel.close_error(cancelled) from cancelled
+            if self.internal:
+                raise ValueError(f"can not publish to internal exchange {self.name!r}")
+            # channel_or_raise(), inline: this is the path of every message
+            underlay = self.channel._channel
+            if underlay is None or (channel := underlay.channel)._closed:
+                channel = self.channel.channel_or_raise()  # raises: not opened, or closed
+            sent = channel.publish(
+                message.body,
+                self.name,
+                routing_key,
+                # a plain Message is encoded from its own fields
+                message if type(message) is Message else message.properties,
+                mandatory,
+                immediate,
+                timeout,
+            )
+        except Exception as error:
+            return _raise(error)  # at the await, as from a coroutine
+        if sent is None:
+            return SENT
+        # a Confirmation (it has a coroutine's methods), or a coroutine that waits to send
+        return cast(Coroutine[Any, Any, Any], sent)
 
     async def publish_many(
         self,
@@ -259,7 +269,8 @@ async def _answers(sent: list[asyncio.Future[Any] | None], return_exceptions: bo
             results.append(None)
             continue
         try:
-            results.append(await answer)
+            # most are in by the time the first is: no await for those
+            results.append(answer.result() if answer.done() else await answer)
         except Exception as error:
             results.append(error)
             if first_error is None:
@@ -267,3 +278,24 @@ async def _answers(sent: list[asyncio.Future[Any] | None], return_exceptions: bo
     if first_error is not None and not return_exceptions:
         raise first_error
     return results
+
+
+async def _raise(error: Exception) -> Any:
+    raise error
+
+
+class _Sent(ActsAsCoroutine, tuple[()]):
+    """What a publish without confirms returns: None, at once.
+
+    Awaiting it iterates an empty tuple, in C; it acts as a coroutine too.
+    """
+
+    __slots__ = ()
+    __await__ = tuple.__iter__
+
+    def send(self, value: Any) -> Any:
+        raise StopIteration
+
+
+# typed as what it stands in for (it has a coroutine's methods)
+SENT = cast(Coroutine[Any, Any, None], _Sent())

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as spec
 
+from ._marks import coroutine_function
 from .abc import (
     AbstractMessage,
     AbstractRobustExchange,
@@ -96,7 +97,8 @@ class RobustExchange(Exchange, AbstractRobustExchange):
         self._bindings.pop((get_exchange_name(exchange), routing_key), None)
         return result
 
-    async def publish(
+    @coroutine_function
+    def publish(
         self,
         message: AbstractMessage,
         routing_key: str,
@@ -104,23 +106,45 @@ class RobustExchange(Exchange, AbstractRobustExchange):
         mandatory: bool = True,
         immediate: bool = False,
         timeout: TimeoutType = None,
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
         """Publish; during a reconnect wait up to the channel's ``recovery_wait`` seconds.
 
         With ``recovery_wait`` None (the default) a publish during an outage
-        raises :class:`~amqpfast.exceptions.ChannelInvalidStateError` at once.
+        raises :class:`~amqpfast.exceptions.ChannelInvalidStateError` (at
+        the await, as every error of :meth:`Exchange.publish`).
         """
+        if self._in_recovery():
+            return self._publish_when_recovered(message, routing_key, mandatory, immediate, timeout)
+        return super().publish(
+            message, routing_key, mandatory=mandatory, immediate=immediate, timeout=timeout
+        )
+
+    async def _publish_when_recovered(
+        self,
+        message: AbstractMessage,
+        routing_key: str,
+        mandatory: bool,
+        immediate: bool,
+        timeout: TimeoutType,
+    ) -> Any:
         await self._recovered()
         return await super().publish(
             message, routing_key, mandatory=mandatory, immediate=immediate, timeout=timeout
         )
 
+    def _in_recovery(self) -> bool:
+        # a reconnect is on and the channel waits for it (recovery_wait set)
+        channel = self.channel
+        return (
+            getattr(channel, "recovery_wait", None) is not None
+            and channel.is_closed
+            and not channel._gone
+        )
+
     async def _recovered(self) -> None:
         # during a reconnect: wait up to the channel's recovery_wait, if set
-        channel = self.channel
-        wait = getattr(channel, "recovery_wait", None)
-        if wait is not None and channel.is_closed and not channel._gone:
-            await channel.ready(wait)
+        if self._in_recovery():
+            await self.channel.ready(self.channel.recovery_wait)
 
     async def publish_many(
         self,

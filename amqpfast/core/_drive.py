@@ -46,6 +46,8 @@ _cancel_asked: Callable[[asyncio.Task[Any]], Any] = (
     if hasattr(asyncio.Task, "_must_cancel")
     else asyncio.Task.cancelling
 )
+
+
 class _Done(tuple[()]):
     """An awaitable that is already finished (what basic_ack and friends return)."""
 

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from pamqp import commands as spec
@@ -94,6 +94,52 @@ def _replies(method: Any) -> tuple[type, ...]:
         class_name, _, method_name = name.partition(".")
         replies.append(getattr(getattr(spec, class_name), method_name))
     return tuple(replies)
+
+
+class ActsAsCoroutine:
+    """``throw`` and ``close``: with ``send``, asyncio takes an awaitable for a coroutine.
+
+    For what stands in for a publish coroutine (``asyncio.create_task``
+    accepts only coroutines); ``send`` is the subclass's own.
+    """
+
+    __slots__ = ()
+
+    def throw(self, error: Any, value: Any = None, traceback: Any = None) -> Any:
+        if value is None:
+            value = error if isinstance(error, BaseException) else error()
+        raise value.with_traceback(traceback) if traceback is not None else value
+
+    def close(self) -> None:
+        pass
+
+
+class Confirmation(ActsAsCoroutine, asyncio.Future[Any]):
+    """The broker's answer to a publish on a confirm channel, as a Future.
+
+    What :meth:`Channel.publish` returns: ``asyncio.gather`` takes it as it
+    is (no Task per publish), ``await`` turns a cancel that came with the
+    channel's close into the close's error (:meth:`Channel.close_error`),
+    and ``asyncio.create_task`` takes it too, as it would a publish coroutine.
+    """
+
+    __slots__ = ("_channel",)
+    _channel: Channel
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        try:
+            return (yield from asyncio.Future.__await__(self))
+        except asyncio.CancelledError as cancelled:
+            raise self._channel.close_error(cancelled) from cancelled
+
+    __iter__ = __await__
+
+    def send(self, value: Any) -> Any:
+        # a Task made of it waits on the future itself
+        if not self.done():
+            self._asyncio_future_blocking = True
+            return self
+        raise StopIteration(self.result())
 
 
 class _Pending:
@@ -901,10 +947,11 @@ class Channel:
         """The one publish path (:meth:`basic_publish`, ``Exchange.publish``).
 
         Returns None when the message is queued for the socket and there is
-        nothing to wait for (no confirms); else an awaitable of the result,
-        which the caller must await (a cancel that comes with the channel's
-        close turned into its error by :meth:`close_error`, as
-        :meth:`basic_publish` does): the message may have to wait before it
+        nothing to wait for (no confirms); a :class:`Confirmation` when it is
+        queued and its confirm is due; else a coroutine of the result
+        (either turns a cancel that comes with the channel's close into its
+        error, by :meth:`close_error`, as :meth:`basic_publish` does): the
+        message may have to wait before it
         goes out, while the socket is not draining, the broker blocks the
         connection (Connection.Blocked, a resource alarm) or has flow off on
         the channel (Channel.Flow). ``timeout`` covers those waits and the
@@ -950,7 +997,8 @@ class Channel:
             return None
         # written (it encoded): now it is tracked
         tag = self._delivery_tag = self._delivery_tag + 1
-        future = self.loop.create_future()
+        future = Confirmation(loop=self.loop)
+        future._channel = self
         self._confirms[tag] = future
         if message_id is not None:  # mandatory: it has one, given or made
             self._tag_keys[tag] = (message_id, exchange, routing_key)

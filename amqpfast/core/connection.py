@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import logging
 import platform
 import ssl
@@ -15,6 +14,7 @@ from pamqp import commands as spec
 from yarl import URL
 
 from .. import codec
+from .._marks import coroutine_function
 from .._spec import FRAME_MIN_SIZE
 from .._version import __version__
 from ..codec import ContentMessage, FrameWriter, MethodFrame
@@ -846,6 +846,8 @@ class ConnectionContext(Coroutine[Any, Any, Connection]):
         await self.connection.__aexit__(exc_type, exc, tb)
 
 
+# a coroutine function in aiormq before 7.1, and it still says it is one
+@coroutine_function
 def connect(
     url: Any = None, *args: Any, timeout: float | None = None, **kwargs: Any
 ) -> ConnectionContext:
@@ -856,11 +858,3 @@ def connect(
         connection, or use it in ``async with``.
     """
     return ConnectionContext((url, *args), kwargs, timeout)
-
-
-# connect() was a coroutine function in aiormq before 7.1 and still says it
-# is one (asyncio.iscoroutinefunction): code that checks finds what it expects.
-if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
-    connect = inspect.markcoroutinefunction(connect)
-else:
-    setattr(connect, "_is_coroutine", getattr(asyncio.coroutines, "_is_coroutine"))  # noqa: B009, B010

@@ -96,7 +96,7 @@ async def publish_asynchronously(
 
     for number in range(count):
         await window.acquire()
-        task = asyncio.ensure_future(exchange.publish(body(number), routing_key))
+        task = asyncio.create_task(exchange.publish(body(number), routing_key))
         task.add_done_callback(on_confirm)
         outstanding.add(task)
     # Wait for the last confirms (the callbacks have handled the rest).
