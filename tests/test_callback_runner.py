@@ -9,6 +9,7 @@ from inside a task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import sys
@@ -491,3 +492,62 @@ async def test_deferred_from_inside_a_task_falls_back_to_a_driver() -> None:
     assert tasks == []
     await settle(runner)
     assert tasks[0] is not None and tasks[0] is not asyncio.current_task()
+
+
+async def test_a_waiting_handlers_task_sleeps_on_and_a_later_read_uses_it() -> None:
+    runner, deferred = deferred_runner()
+    gates = [asyncio.Event(), asyncio.Event()]
+    tasks: list[asyncio.Task[Any] | None] = []
+    timed_out: list[bool] = []
+
+    async def handler(number: int) -> None:
+        tasks.append(asyncio.current_task())
+        if number < 2:
+            await gates[number].wait()
+        else:
+            # a timeout in a task that ran an earlier handler still works
+            try:
+                async with asyncio.timeout(0.001):
+                    await asyncio.sleep(1)
+            except TimeoutError:
+                timed_out.append(True)
+
+    await warm_up(runner, deferred)
+    await in_a_read(lambda: (runner.call(handler, 0), runner.run_deferred()))
+    gates[0].set()
+    await settle(runner)  # handler 0 is done: its task sleeps on as the spare
+    first = tasks[0]
+    assert first is not None and not first.done() and runner.pending == 0
+    await in_a_read(lambda: (runner.call(handler, 1), runner.run_deferred()))
+    assert tasks[1] is not first  # the task parked meanwhile; handler 1 keeps it
+    await in_a_read(lambda: (runner.call(handler, 2), runner.run_deferred()))
+    assert tasks[2] is first  # the spare parked in its place: no new Task
+    gates[1].set()
+    await settle(runner)
+    assert timed_out == [True]
+    runner.cancel()  # the parked and the spare task end with the channel
+    await asyncio.sleep(0)
+    assert all(task is not None and task.done() for task in tasks)
+
+
+async def test_a_task_someone_cancelled_is_not_used_again() -> None:
+    runner, deferred = deferred_runner()
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def handler(number: int) -> None:
+        tasks.append(asyncio.current_task())
+        if number == 0:
+            with contextlib.suppress(asyncio.CancelledError):  # taken back by the handler
+                await asyncio.sleep(1)
+
+    await warm_up(runner, deferred)
+    await in_a_read(lambda: (runner.call(handler, 0), runner.run_deferred()))
+    cancelled = tasks[0]
+    assert cancelled is not None
+    cancelled.cancel()
+    await settle(runner)
+    await asyncio.sleep(0)
+    assert cancelled.done()  # ended with its handler: its cancel count stays its own
+    await in_a_read(lambda: (runner.call(handler, 1), runner.run_deferred()))
+    assert tasks[1] is not cancelled
+    runner.cancel()

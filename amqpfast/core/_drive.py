@@ -15,7 +15,10 @@ handlers queued by that read are stepped at its end, in place, with a
 *parked* Task as the current task (one that sleeps until a handler needs it).
 That saves the driver Task and its loop turn per read, and what the handlers
 wrote (their acks) leaves with the read's own write. A handler that waits
-takes the parked Task as its own, and the next one parks.
+takes the parked Task as its own, and the next one parks. When that handler
+is done, its Task (unless someone ever cancelled it) sleeps on as the *spare*,
+the next one to park: a handler that waits for its reply's confirm, as an
+RPC callee's does, then costs no new Task per message.
 """
 
 from __future__ import annotations
@@ -110,6 +113,8 @@ class CallbackRunner:
         "_parked",
         "_parked_ready",
         "_queue",
+        "_spare",
+        "_stopped",
         "_taker",
         "_wake",
         "_what",
@@ -132,6 +137,9 @@ class CallbackRunner:
         self._parked: asyncio.Task[None] | None = None
         self._parked_ready = False  # it has started: it is waiting on _wake
         self._wake: asyncio.Future[Any] | None = None
+        # a Task whose handler is done, asleep on its own wake: the next to park
+        self._spare: tuple[asyncio.Task[None], asyncio.Future[Any]] | None = None
+        self._stopped = False  # cancel() was called: no Task stays asleep
 
     def call(self, callback: Callable[..., Any], *args: Any) -> None:
         """Call ``callback(*args)``; a coroutine it returns runs in a driver Task."""
@@ -236,16 +244,23 @@ class CallbackRunner:
             _leave_task(loop, task)
         if waiting is not None:
             wake.set_result(waiting)
-            self._track(task)  # the handler's task from now on
+            self._drivers.add(task)  # the handler's task from now on
         if queue:  # after a handler that waited (or cancelled the parked task)
             self._start_driver()
         if self._parked_gone(task):
             self._park_next()  # ready by the next read
 
     def _park_next(self) -> asyncio.Task[None]:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            task, wake = spare
+            if not wake.done() and not _cancel_asked(task):  # asleep, and nobody cancelled it
+                self._parked, self._wake, self._parked_ready = task, wake, True
+                return task
         wake = self._wake = self._loop.create_future()
         self._parked_ready = False
         task = self._parked = asyncio.Task(self._park(wake), loop=self._loop)
+        task.add_done_callback(self._finished)
         return task
 
     def _parked_gone(self, task: asyncio.Task[None]) -> bool:
@@ -255,24 +270,36 @@ class CallbackRunner:
 
     async def _park(self, wake: asyncio.Future[Any]) -> None:
         # Sleeps until a handler stepped in this task waits: then it is the
-        # handler's task (and ends with it).
-        if wake is self._wake:
-            self._parked_ready = True
-        cancel: asyncio.CancelledError | None = None
-        try:
-            await wake
-        except asyncio.CancelledError as error:
-            cancel = error
-        if not wake.done() or wake.cancelled():
-            return  # cancelled while parked: no handler is its
-        coro, context, waiting_on = wake.result()
-        try:
-            # a cancel that came after the handler took this task is the handler's
-            await _resume(coro, context, waiting_on, cancel)
-        except Exception as exc:
-            self._failed(exc)
-        except asyncio.CancelledError:
-            pass
+        # handler's task. When that handler is done, it sleeps on as the spare.
+        task = _current_task()
+        assert task is not None
+        while True:
+            if wake is self._wake:
+                self._parked_ready = True
+            cancel: asyncio.CancelledError | None = None
+            try:
+                await wake
+            except asyncio.CancelledError as error:
+                cancel = error
+            if not wake.done() or wake.cancelled():
+                return  # cancelled while asleep: no handler is its
+            coro, context, waiting_on = wake.result()
+            try:
+                # a cancel that came after the handler took this task is the handler's
+                await _resume(coro, context, waiting_on, cancel)
+            except Exception as exc:
+                self._failed(exc)
+            except asyncio.CancelledError:
+                return
+            # A task someone cancelled (even if the handler took it back) keeps
+            # the count a later handler's asyncio.timeout() would misread.
+            if cancel is not None or task.cancelling() or self._spare is not None:
+                return
+            if self._stopped:
+                return
+            self._drivers.discard(task)  # nobody's handler now
+            wake = self._loop.create_future()
+            self._spare = (task, wake)
 
     def _failed(self, exc: BaseException) -> None:
         log.error("%s failed", self._what, exc_info=exc)
@@ -292,10 +319,14 @@ class CallbackRunner:
         while self._queue:
             self._queue.popleft().close()
         self._taker = None
+        self._stopped = True
         current = _current_task(self._loop) if self._loop.is_running() else None
         parked, self._parked = self._parked, None
         if parked is not None and parked is not current:
             parked.cancel()  # no handler is its: it just ends
+        spare, self._spare = self._spare, None
+        if spare is not None and spare[0] is not current:
+            spare[0].cancel()
         for driver in list(self._drivers):
             if driver is not current:
                 driver.cancel(reason)  # leaves the set when it is done
