@@ -310,7 +310,11 @@ class RPC(Base):
         :raises asyncio.CancelledError: :meth:`close` was called meanwhile.
         :raises Exception: what the remote function raised.
         """
-        future, correlation_id = self.create_future()
+        # as create_future() does, but the finally below forgets the call
+        # (no done callback, and no loop turn for it, per call)
+        future: asyncio.Future[Any] = self.loop.create_future()
+        correlation_id = _uuid4_text()
+        self.futures[correlation_id] = future
         try:
             message = await self.serialize_message(
                 payload=kwargs or {},
@@ -334,6 +338,7 @@ class RPC(Base):
                     raise TimeoutError("Message timed-out", message) from None
             return await future
         finally:
+            self.futures.pop(correlation_id, None)
             if not future.done():
                 future.cancel()
             elif not future.cancelled():
@@ -489,7 +494,7 @@ class RPC(Base):
             correlation_id=correlation_id,
             delivery_mode=delivery_mode,
             timestamp=datetime.datetime.now(_UTC),
-            type=message_type.value,
+            type=message_type._value_,  # .value is a Python-level property
             **kwargs,
         )
 
