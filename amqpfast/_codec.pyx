@@ -5,6 +5,9 @@ cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.datetime cimport (
+    PyDateTime_CheckExact, datetime_day, datetime_hour, datetime_minute, datetime_month,
+    datetime_new, datetime_second, datetime_year, import_datetime)
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject, PyObject_GenericSetAttr
@@ -98,6 +101,7 @@ assert (BIT, OCTET, SHORT, LONG, LONGLONG, SHORTSTR, LONGSTR, TABLE) == (
     _spec.LONGSTR, _spec.TABLE)
 assert BASIC_CLASS_ID == _spec.BASIC_CLASS_ID and ZERO_COPY_MIN == _spec.ZERO_COPY_MIN
 
+import_datetime()
 cdef object _UTC = datetime.UTC
 cdef object _fromtimestamp = datetime.datetime.fromtimestamp
 cdef object _Decimal = decimal.Decimal
@@ -624,9 +628,44 @@ cdef object _longstr(const uint8_t* data, Py_ssize_t* pos, Py_ssize_t end):
         return PyBytes_FromStringAndSize(<const char*>data + p + 4, size)
 
 
+# Days between 1970-01-01 and a date of the proleptic Gregorian calendar
+# (years 0..9999 here: every operand is non-negative), and back: the
+# timestamps of the properties without datetime's slower general path.
+@cython.cdivision(True)
+cdef inline int64_t _days_from_civil(int64_t year, int64_t month, int64_t day) noexcept:
+    if month <= 2:
+        year -= 1
+    cdef int64_t era = year // 400
+    cdef int64_t year_of_era = year - era * 400
+    cdef int64_t day_of_year = (153 * (month - 3 if month > 2 else month + 9) + 2) // 5 + day - 1
+    cdef int64_t day_of_era = (
+        year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year)
+    return era * 146097 + day_of_era - 719468
+
+
+@cython.cdivision(True)
+cdef inline object _utc_datetime(uint64_t seconds):
+    # seconds <= 0xFFFFFFFF: 1970..2106
+    cdef int64_t days = <int64_t>(seconds // 86400) + 719468
+    cdef int64_t rest = <int64_t>(seconds % 86400)
+    cdef int64_t era = days // 146097
+    cdef int64_t day_of_era = days - era * 146097
+    cdef int64_t year_of_era = (
+        day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096) // 365
+    cdef int64_t day_of_year = day_of_era - (
+        365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    cdef int64_t shifted_month = (5 * day_of_year + 2) // 153
+    cdef int64_t day = day_of_year - (153 * shifted_month + 2) // 5 + 1
+    cdef int64_t month = shifted_month + 3 if shifted_month < 10 else shifted_month - 9
+    cdef int64_t year = year_of_era + era * 400 + (1 if month <= 2 else 0)
+    return datetime_new(year, month, day, rest // 3600, rest % 3600 // 60, rest % 60, 0, _UTC)
+
+
 cdef object _timestamp(uint64_t value):
     # Past the year 2106 a value is taken to be in milliseconds (some
     # clients send those), as pamqp does.
+    if value <= 0xFFFFFFFF:
+        return _utc_datetime(value)  # what fromtimestamp(value, tz=UTC) gives
     try:
         if value > 0xFFFFFFFF:
             return _fromtimestamp(value / 1000.0, tz=_UTC)
@@ -1402,6 +1441,16 @@ cdef uint64_t _unsigned(object value, object field, uint64_t high) except? 0xFFF
 
 
 cdef uint64_t _timestamp_seconds(object value, object field) except? 0xFFFFFFFFFFFFFFFF:
+    cdef int64_t seconds_of_day, days
+    if PyDateTime_CheckExact(value):
+        tzinfo = value.tzinfo
+        if tzinfo is None or tzinfo is _UTC:  # naive is taken as UTC too
+            seconds_of_day = (
+                datetime_hour(value) * 3600 + datetime_minute(value) * 60 + datetime_second(value))
+            days = _days_from_civil(
+                datetime_year(value), datetime_month(value), datetime_day(value))
+            if days >= 0:  # before 1970 int(timestamp()) rounds towards zero: below
+                return <uint64_t>(days * 86400 + seconds_of_day)
     if isinstance(value, _datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             value = value.replace(tzinfo=_UTC)  # a naive datetime is taken as UTC

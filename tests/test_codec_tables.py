@@ -300,3 +300,64 @@ def test_timestamp_out_of_range_raises_502(codec, seconds):
         codec.decode_table(table_bytes(entry(b"k", b"T", struct.pack(">Q", seconds))))
 
     assert raised.value.reply_code == 502
+
+
+def _seconds_sent(codec, value: object) -> int:
+    encoded = codec.encode_table({"t": value})
+    assert encoded[-9:-8] == b"T"
+    return int(struct.unpack(">Q", encoded[-8:])[0])
+
+
+TIMESTAMP_EDGES = [
+    datetime.datetime(1970, 1, 1),
+    datetime.datetime(1970, 1, 1, 0, 0, 0, 999999),  # microseconds are dropped
+    datetime.datetime(1999, 12, 31, 23, 59, 59),
+    datetime.datetime(2000, 2, 29, 12),  # a leap day of a century divisible by 400
+    datetime.datetime(2100, 3, 1),  # 2100 is not a leap year
+    datetime.datetime(2106, 2, 7, 6, 28, 15),  # 0xFFFFFFFF
+    datetime.datetime(2106, 2, 7, 6, 28, 16),  # past 32 bits
+    datetime.datetime(9999, 12, 31, 23, 59, 59),
+]
+
+
+@pytest.mark.parametrize("value", TIMESTAMP_EDGES, ids=str)
+@pytest.mark.parametrize(
+    "tzinfo", [None, UTC, datetime.timezone(datetime.timedelta(hours=2))], ids=repr
+)
+def test_timestamps_encode_as_whole_seconds_since_the_epoch(codec, value, tzinfo):
+    value = value.replace(tzinfo=tzinfo)
+    expected = int(value.replace(tzinfo=tzinfo or UTC).timestamp())  # naive: taken as UTC
+
+    if expected < 0:  # before the epoch in UTC
+        with pytest.raises(EncodeError):
+            codec.encode_table({"t": value})
+    else:
+        assert _seconds_sent(codec, value) == expected
+
+
+@given(st.datetimes(min_value=datetime.datetime(1970, 1, 1)), st.sampled_from([None, UTC]))
+def test_any_datetime_encodes_as_its_timestamp(codec, value, tzinfo):
+    value = value.replace(tzinfo=tzinfo)
+
+    assert _seconds_sent(codec, value) == int(value.replace(tzinfo=UTC).timestamp())
+
+
+@pytest.mark.parametrize(
+    "value", [datetime.datetime(1969, 12, 31, 23, 59, 59), datetime.datetime(1, 1, 1)], ids=str
+)
+def test_timestamps_before_1970_do_not_encode(codec, value):
+    with pytest.raises(EncodeError):
+        codec.encode_table({"t": value})
+
+
+def test_a_fraction_of_a_second_before_1970_encodes_as_zero(codec):
+    # int(timestamp()) rounds towards zero, as before the fast path
+    assert _seconds_sent(codec, datetime.datetime(1969, 12, 31, 23, 59, 59, 500000)) == 0
+
+
+@given(st.integers(0, 0xFFFFFFFF))
+def test_timestamps_decode_as_fromtimestamp_gives(codec, seconds):
+    decoded = codec.decode_table(table_bytes(entry(b"k", b"T", struct.pack(">Q", seconds))))
+
+    assert decoded["k"] == datetime.datetime.fromtimestamp(seconds, UTC)
+    assert decoded["k"].tzinfo is UTC
