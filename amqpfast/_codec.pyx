@@ -1441,7 +1441,7 @@ cdef uint64_t _unsigned(object value, object field, uint64_t high) except? 0xFFF
 
 
 cdef uint64_t _timestamp_seconds(object value, object field) except? 0xFFFFFFFFFFFFFFFF:
-    cdef int64_t seconds_of_day, days
+    cdef int64_t seconds_of_day, days, since_epoch
     if PyDateTime_CheckExact(value):
         tzinfo = value.tzinfo
         if tzinfo is None or tzinfo is _UTC:  # naive is taken as UTC too
@@ -1449,8 +1449,11 @@ cdef uint64_t _timestamp_seconds(object value, object field) except? 0xFFFFFFFFF
                 datetime_hour(value) * 3600 + datetime_minute(value) * 60 + datetime_second(value))
             days = _days_from_civil(
                 datetime_year(value), datetime_month(value), datetime_day(value))
-            if days >= 0:  # before 1970 int(timestamp()) rounds towards zero: below
-                return <uint64_t>(days * 86400 + seconds_of_day)
+            since_epoch = days * 86400 + seconds_of_day
+            # 1970..2106 only: before, int(timestamp()) rounds towards zero;
+            # after, its float may round a last microsecond up (as before: below)
+            if 0 <= since_epoch <= 0xFFFFFFFF:
+                return <uint64_t>since_epoch
     if isinstance(value, _datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             value = value.replace(tzinfo=_UTC)  # a naive datetime is taken as UTC

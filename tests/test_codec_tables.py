@@ -316,6 +316,7 @@ TIMESTAMP_EDGES = [
     datetime.datetime(2100, 3, 1),  # 2100 is not a leap year
     datetime.datetime(2106, 2, 7, 6, 28, 15),  # 0xFFFFFFFF
     datetime.datetime(2106, 2, 7, 6, 28, 16),  # past 32 bits
+    datetime.datetime(2515, 1, 1, 0, 0, 0, 999999),  # timestamp()'s float rounds this one up
     datetime.datetime(9999, 12, 31, 23, 59, 59),
 ]
 
