@@ -10,8 +10,11 @@ with it: await, ``gather`` (with ``return_exceptions``), ``create_task``,
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from pamqp import commands as spec
@@ -114,3 +117,65 @@ async def test_a_handler_whose_channel_closes_under_its_publish_gets_the_close_e
 
     error = await asyncio.wait_for(seen, 5)
     assert isinstance(error, ChannelNotFoundEntity), repr(error)  # not a bare CancelledError
+
+
+async def test_done_callbacks_of_confirms_run_in_order_in_their_context(conn: Connection):
+    # The confirms a Basic.Ack settles run their done callbacks together:
+    # in the order a loop callback each would, each in its own context; one
+    # that raises goes to the loop's exception handler, one removed is not run.
+    channel = await conn.channel()
+    queue = await channel.declare_queue(exclusive=True)
+    loop = asyncio.get_running_loop()
+    reported: list[BaseException] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context["exception"]))
+    label: contextvars.ContextVar[int] = contextvars.ContextVar("label")
+    ran: list[tuple[int, int]] = []
+
+    def record(number: int) -> Callable[[asyncio.Future[Any]], None]:
+        def done(future: asyncio.Future[Any]) -> None:
+            assert future.done() and isinstance(future.result(), spec.Basic.Ack)
+            ran.append((number, label.get()))
+            if number == 3:
+                raise RuntimeError("a failing callback")
+
+        return done
+
+    try:
+        publishes = [channel.default_exchange.publish(Message(b"x"), queue.name) for _ in range(8)]
+        removed = record(99)
+        for number, publish in enumerate(publishes):
+            label.set(number * 10)  # the context each callback is added in
+            publish.add_done_callback(record(number))  # type: ignore[attr-defined]
+            if number == 5:
+                publish.add_done_callback(removed)  # type: ignore[attr-defined]
+                assert publish.remove_done_callback(removed) == 1  # type: ignore[attr-defined]
+        await asyncio.gather(*publishes)
+        await asyncio.sleep(0)  # the callbacks of the last ones may be a turn behind
+        assert ran == [(number, number * 10) for number in range(8)]
+        assert [str(error) for error in reported] == ["a failing callback"]
+        # added once it is done: scheduled at once, as by any Future
+        late: list[int] = []
+        publishes[0].add_done_callback(lambda _: late.append(1))  # type: ignore[attr-defined]
+        await asyncio.sleep(0)
+        assert late == [1]
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_a_cancelled_confirm_wakes_whoever_waits_for_it(conn: Connection):
+    channel = await conn.channel()
+    queue = await channel.declare_queue(exclusive=True)
+    publish = channel.default_exchange.publish(Message(b"x"), queue.name)
+    waiter = asyncio.ensure_future(asyncio.shield(publish))  # a done callback of the confirm
+    called: list[bool] = []
+    publish.add_done_callback(lambda future: called.append(future.cancelled()))  # type: ignore[attr-defined]
+
+    assert publish.cancel()  # type: ignore[attr-defined]
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiter, 5)
+    assert called == [True]
+    assert await _bodies(queue, 1) == [b"x"]  # sent all the same; the channel goes on
+    assert isinstance(
+        await channel.default_exchange.publish(Message(b"y"), queue.name), spec.Basic.Ack
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 from collections import deque
@@ -121,10 +122,59 @@ class Confirmation(ActsAsCoroutine, asyncio.Future[Any]):
     is (no Task per publish), ``await`` turns a cancel that came with the
     channel's close into the close's error (:meth:`Channel.close_error`),
     and ``asyncio.create_task`` takes it too, as it would a publish coroutine.
+
+    It keeps its done callbacks itself until it is done: the confirms one
+    Basic.Ack settles then run theirs in one turn of the loop, in order,
+    instead of a loop callback each (gather's, a Task's wake-up).
     """
 
-    __slots__ = ("_channel",)
+    __slots__ = ("_channel", "_waiting")
     _channel: Channel
+    _waiting: list[tuple[Callable[..., Any], contextvars.Context]] | None
+
+    def add_done_callback(
+        self, fn: Callable[..., Any], *, context: contextvars.Context | None = None
+    ) -> None:
+        if self.done():  # scheduled at once, as by any Future
+            asyncio.Future.add_done_callback(self, fn, context=context)
+            return
+        entry = (fn, contextvars.copy_context() if context is None else context)
+        if self._waiting is None:
+            self._waiting = [entry]
+        else:
+            self._waiting.append(entry)
+
+    def remove_done_callback(self, fn: Callable[..., Any]) -> int:
+        removed = asyncio.Future.remove_done_callback(self, fn)
+        waiting = self._waiting
+        if waiting and not self.done():  # once done, they are as good as scheduled
+            kept = [entry for entry in waiting if entry[0] != fn]
+            removed += len(waiting) - len(kept)
+            self._waiting = kept or None
+        return removed
+
+    # Ended any other way than by a Basic.Ack: its callbacks are scheduled
+    # one by one, as a Future schedules them.
+    def set_result(self, result: Any) -> None:
+        asyncio.Future.set_result(self, result)
+        self._schedule_waiting()
+
+    def set_exception(self, exception: type | BaseException) -> None:
+        asyncio.Future.set_exception(self, exception)
+        self._schedule_waiting()
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        if not asyncio.Future.cancel(self, msg):
+            return False
+        self._schedule_waiting()
+        return True
+
+    def _schedule_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting:
+            loop = self.get_loop()
+            for fn, context in waiting:
+                loop.call_soon(fn, self, context=context)
 
     def __await__(self) -> Generator[Any, None, Any]:
         try:
@@ -140,6 +190,25 @@ class Confirmation(ActsAsCoroutine, asyncio.Future[Any]):
             self._asyncio_future_blocking = True
             return self
         raise StopIteration(self.result())
+
+
+def _run_done_callbacks(settled: list[Confirmation]) -> None:
+    # the done callbacks of the confirms one frame settled, in one loop turn,
+    # in the order a loop callback each would have run them
+    for future in settled:
+        waiting, future._waiting = future._waiting, None
+        for fn, context in waiting or ():
+            try:
+                context.run(fn, future)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:  # what the loop does with a failing callback
+                future.get_loop().call_exception_handler(
+                    {"message": f"Exception in callback {fn!r}", "exception": exc, "future": future}
+                )
+
+
+_settle = asyncio.Future.set_result  # Confirmation's own also schedules its callbacks
 
 
 class _Pending:
@@ -204,7 +273,7 @@ class Channel:
         # messages find their publish through their message_id
         self.confirm_mode = False
         self._delivery_tag = 0
-        self._confirms: dict[int, asyncio.Future[Any]] = {}
+        self._confirms: dict[int, Confirmation] = {}
         self._confirm_floor = 1
         # mandatory publishes awaiting their confirm, oldest first: tag ->
         # (message_id, exchange, routing key), how a Basic.Return finds its
@@ -999,6 +1068,7 @@ class Channel:
         tag = self._delivery_tag = self._delivery_tag + 1
         future = Confirmation(loop=self.loop)
         future._channel = self
+        future._waiting = None
         self._confirms[tag] = future
         if message_id is not None:  # mandatory: it has one, given or made
             self._tag_keys[tag] = (message_id, exchange, routing_key)
@@ -1090,7 +1160,7 @@ class Channel:
                 first = tag
         return first
 
-    def _confirmed(self, tag: int) -> asyncio.Future[Any] | None:
+    def _confirmed(self, tag: int) -> Confirmation | None:
         if self._tag_keys:
             self._tag_keys.pop(tag, None)
         return self._confirms.pop(tag, None)
@@ -1100,27 +1170,34 @@ class Channel:
         ack = _new_ack(_PamqpAck)
         ack.delivery_tag = frame.delivery_tag
         ack.multiple = frame.multiple
+        settled: list[Confirmation] = []
         if not ack.multiple:
             future = self._confirmed(ack.delivery_tag)
             if future is not None and not future.done():
-                future.set_result(ack)
-            return
-        # one frame confirms a run of tags: the common case, kept tight
-        confirms = self._confirms
-        marked = self._tag_keys
-        last = ack.delivery_tag
-        if last > self._delivery_tag:
-            # no tag past the last publish exists: a broken peer's 2**64 - 1
-            # must not make this loop run for ever
-            last = self._delivery_tag
-        for tag in range(self._confirm_floor, last + 1):
-            if marked:
-                marked.pop(tag, None)
-            future = confirms.pop(tag, None)
-            if future is not None and not future.done():
-                future.set_result(ack)
-        if last >= self._confirm_floor:
-            self._confirm_floor = last + 1
+                _settle(future, ack)
+                if future._waiting is not None:
+                    settled.append(future)
+        else:
+            # one frame confirms a run of tags: the common case, kept tight
+            confirms = self._confirms
+            marked = self._tag_keys
+            last = ack.delivery_tag
+            if last > self._delivery_tag:
+                # no tag past the last publish exists: a broken peer's 2**64 - 1
+                # must not make this loop run for ever
+                last = self._delivery_tag
+            for tag in range(self._confirm_floor, last + 1):
+                if marked:
+                    marked.pop(tag, None)
+                future = confirms.pop(tag, None)
+                if future is not None and not future.done():
+                    _settle(future, ack)
+                    if future._waiting is not None:
+                        settled.append(future)
+            if last >= self._confirm_floor:
+                self._confirm_floor = last + 1
+        if settled:
+            self.loop.call_soon(_run_done_callbacks, settled)
 
     def _on_nack(self, frame: BasicNack) -> None:
         nack = _as_pamqp(frame, _PamqpNack)
