@@ -1196,8 +1196,10 @@ class Channel:
                         settled.append(future)
             if last >= self._confirm_floor:
                 self._confirm_floor = last + 1
-        if settled:
+        if len(settled) > 1:
             self.loop.call_soon(_run_done_callbacks, settled)
+        elif settled:  # one: scheduled as a Future would
+            settled[0]._schedule_waiting()
 
     def _on_nack(self, frame: BasicNack) -> None:
         nack = _as_pamqp(frame, _PamqpNack)
