@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import itertools
 import logging
+import operator
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -305,10 +306,11 @@ class Channel:
         """
         return asyncio.shield(self._closing)
 
-    @property
-    def is_closed(self) -> bool:
-        """The channel is closed, by us, the broker or the connection."""
-        return self._closed
+    # read for every ack: a C getter, no Python frame
+    is_closed = property(
+        operator.attrgetter("_closed"),
+        doc="The channel is closed, by us, the broker or the connection.",
+    )
 
     @property
     def consumers(self) -> dict[str, ConsumerCallback]:
@@ -930,7 +932,11 @@ class Channel:
         if self._closed:
             self._check_open()
         self._writer.ack(self.number, delivery_tag, multiple)
-        self.connection._schedule_flush()
+        connection = self.connection
+        # an ack during a read (its handlers ack one each) leaves with the read's
+        # own write; there are no more of them than the read brought messages
+        if not connection._dispatching:
+            connection._schedule_flush()
         return DONE
 
     def basic_nack(
