@@ -305,7 +305,8 @@ class QueueIterator(AbstractQueueIterator):
     def _on_message(self, message: IncomingMessage) -> None:
         # a plain callback: no task per message
         self._queue.append(message)
-        self._wake()
+        if self._waiters:  # most come while the iterator is busy with an earlier one
+            self._wake()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         """Take a delivery into the buffer (override to filter or wrap them)."""
