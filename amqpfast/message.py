@@ -24,6 +24,7 @@ from .core import Channel as _LowChannel
 from .core._drive import DONE
 from .exceptions import ChannelInvalidStateError, MessageProcessError
 
+_DELIVERY_MODES = _spec.DELIVERY_MODES
 log = logging.getLogger("amqpfast.message")
 
 __all__ = ["IncomingMessage", "Message", "ProcessContext", "ReturnedMessage"]
@@ -213,7 +214,8 @@ class IncomingMessage(IncomingBase, Message, AbstractIncomingMessage):
     @property
     def delivery_mode(self) -> DeliveryMode:
         """How the message was published (NOT_PERSISTENT when it did not say)."""
-        return _spec.delivery_mode(self._properties.delivery_mode)  # a dict, not an Enum call
+        mode = _DELIVERY_MODES.get(self._properties.delivery_mode)  # a dict, not an Enum call
+        return mode if mode is not None else _spec.delivery_mode(self._properties.delivery_mode)
 
     @delivery_mode.setter
     def delivery_mode(self, value: int) -> None:

@@ -327,8 +327,11 @@ class RPC(Base):
             )
             if expiration is not None:
                 message.expiration = expiration
-            routing_key = self._format_routing_key(method_name)
-            log.debug("calling %s(%r)", routing_key, kwargs)
+            routing_key = (
+                self._format_routing_key(method_name) if self.rpc_exchange else method_name
+            )
+            if log.isEnabledFor(logging.DEBUG):  # one call instead of two per call
+                log.debug("calling %s(%r)", routing_key, kwargs)
             exchange = self.rpc_exchange or self.channel.default_exchange
             await exchange.publish(message, routing_key=routing_key, mandatory=True)
             if expiration is not None and self.direct_reply_to:
@@ -400,7 +403,7 @@ class RPC(Base):
         :param method_name: the method the call is for.
         :param message: the call.
         """
-        routing_key = self._format_routing_key(method_name)
+        routing_key = self._format_routing_key(method_name) if self.rpc_exchange else method_name
         func = self.routes.get(routing_key)
         if func is None:
             # unregistered meanwhile: let another callee have it
