@@ -39,6 +39,10 @@ from .message import DeliveredMessage
 if TYPE_CHECKING:
     from .connection import Connection
 
+# Writes pile up in the FrameWriter until the loop turns; past this size
+# they go out at once, so a publisher that never yields cannot grow memory.
+FLUSH_THRESHOLD = 256 * 1024
+
 log = logging.getLogger("amqpfast.core")
 
 __all__ = ["CallbackCollection", "Channel", "ConsumerCallback", "ReturnCallback"]
@@ -1067,7 +1071,9 @@ class Channel:
             True,
             mandatory and confirm_mode,
         )
-        connection._schedule_flush()
+        # a write is due already (the common case in a burst): nothing to ask
+        if not (connection._flush_scheduled and len(self._writer) < FLUSH_THRESHOLD):
+            connection._schedule_flush()
         if not confirm_mode:
             return None
         # written (it encoded): now it is tracked

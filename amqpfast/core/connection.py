@@ -33,7 +33,7 @@ from ..exceptions import (
 )
 from ..url import ConnectionParameters, mask_password, parse_url
 from ._drive import CallbackRunner
-from .channel import Channel
+from .channel import FLUSH_THRESHOLD, Channel
 from .protocol import AMQPProtocol
 
 log = logging.getLogger("amqpfast.core")
@@ -44,9 +44,6 @@ __all__ = ["Connection", "ConnectionContext", "ConnectionTimeout", "connect"]
 DEFAULT_CHANNEL_MAX = 2047
 DEFAULT_FRAME_MAX = 131072
 DEFAULT_CONNECT_TIMEOUT = 30.0
-# Writes pile up in the FrameWriter until the loop turns; past this size
-# they go out at once, so a publisher that never yields cannot grow memory.
-FLUSH_THRESHOLD = 256 * 1024
 
 _CONNECTION_METHODS = (
     spec.Connection.Start,
