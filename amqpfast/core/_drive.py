@@ -221,11 +221,12 @@ class CallbackRunner:
         if not queue or self._taker is not None:
             return  # cancelled meanwhile, or a driver is due to take them
         loop = self._loop
-        task = self._parked
-        if task is None or self._parked_gone(task):
-            task = self._park_next()
-        wake = self._wake
-        if wake is None or not self._parked_ready or _current_task(loop) is not None:
+        task, wake = self._parked, self._wake
+        # gone: a handler took it, or someone cancelled it (checks in C: per read)
+        if task is None or wake is None or wake.done() or _cancel_asked(task):
+            task, wake = self._park_next(), self._wake
+            assert wake is not None
+        if not self._parked_ready or _current_task(loop) is not None:
             self._start_driver()
             return
         _enter_task(loop, task)
@@ -247,7 +248,7 @@ class CallbackRunner:
             self._drivers.add(task)  # the handler's task from now on
         if queue:  # after a handler that waited (or cancelled the parked task)
             self._start_driver()
-        if self._parked_gone(task):
+        if wake.done() or _cancel_asked(task):
             self._park_next()  # ready by the next read
 
     def _park_next(self) -> asyncio.Task[None]:
@@ -262,11 +263,6 @@ class CallbackRunner:
         task = self._parked = asyncio.Task(self._park(wake), loop=self._loop)
         task.add_done_callback(self._finished)
         return task
-
-    def _parked_gone(self, task: asyncio.Task[None]) -> bool:
-        # a handler took the parked task, or someone cancelled it
-        wake = self._wake
-        return wake is None or wake.done() or bool(_cancel_asked(task))
 
     async def _park(self, wake: asyncio.Future[Any]) -> None:
         # Sleeps until a handler stepped in this task waits: then it is the

@@ -527,13 +527,38 @@ class Connection:
     # ------------------------------------------------------------ reading
 
     def _on_events(self, events: list[Any]) -> None:
+        # One read's frames, in order (one method, inline: it runs per read).
+        # The handlers the read brought step at its end, channel by channel,
+        # and what they write leaves with the read's own flush.
+        channels = self._channels
         self._dispatching = True
         try:
-            self._dispatch(events)
+            for event in events:
+                kind = type(event)
+                if kind is ContentMessage:
+                    channel = channels.get(event.channel)
+                    if channel is not None:
+                        channel._on_content(event)
+                elif kind is MethodFrame:
+                    if event.channel == 0:
+                        self._on_connection_method(event.method)
+                    else:
+                        channel = channels.get(event.channel)
+                        if channel is not None:
+                            channel._on_method(event.method)
+                elif kind is codec.ProtocolHeader:
+                    self._close_with(
+                        IncompatibleProtocolError(
+                            f"the broker speaks AMQP {event.major}-{event.minor}-{event.revision}"
+                        )
+                    )
+                    break
         finally:
             try:
                 if self._deferred_runners:
-                    self._run_deferred()
+                    runners, self._deferred_runners = self._deferred_runners, []
+                    for runner in runners:
+                        runner.run_deferred()
             finally:
                 self._dispatching = False
         if self._writer:
@@ -545,36 +570,6 @@ class Connection:
             return False
         self._deferred_runners.append(runner)
         return True
-
-    def _run_deferred(self) -> None:
-        # the handlers of this read, channel by channel; what they write
-        # leaves with the read's own flush
-        runners, self._deferred_runners = self._deferred_runners, []
-        for runner in runners:
-            runner.run_deferred()
-
-    def _dispatch(self, events: list[Any]) -> None:
-        channels = self._channels
-        for event in events:
-            kind = type(event)
-            if kind is ContentMessage:
-                channel = channels.get(event.channel)
-                if channel is not None:
-                    channel._on_content(event)
-            elif kind is MethodFrame:
-                if event.channel == 0:
-                    self._on_connection_method(event.method)
-                else:
-                    channel = channels.get(event.channel)
-                    if channel is not None:
-                        channel._on_method(event.method)
-            elif kind is codec.ProtocolHeader:
-                self._close_with(
-                    IncompatibleProtocolError(
-                        f"the broker speaks AMQP {event.major}-{event.minor}-{event.revision}"
-                    )
-                )
-                return
 
     def _on_connection_method(self, method: Any) -> None:
         waiter = self._waiter
