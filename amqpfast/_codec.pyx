@@ -667,9 +667,7 @@ cdef object _timestamp(uint64_t value):
     if value <= 0xFFFFFFFF:
         return _utc_datetime(value)  # what fromtimestamp(value, tz=UTC) gives
     try:
-        if value > 0xFFFFFFFF:
-            return _fromtimestamp(value / 1000.0, tz=_UTC)
-        return _fromtimestamp(value, tz=_UTC)
+        return _fromtimestamp(value / 1000.0, tz=_UTC)
     except (OverflowError, ValueError, OSError):
         raise ProtocolError(SYNTAX_ERROR, f"timestamp out of range: {value}") from None
 

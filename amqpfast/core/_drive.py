@@ -289,9 +289,7 @@ class CallbackRunner:
                 return
             # A task someone cancelled (even if the handler took it back) keeps
             # the count a later handler's asyncio.timeout() would misread.
-            if cancel is not None or task.cancelling() or self._spare is not None:
-                return
-            if self._stopped:
+            if cancel is not None or task.cancelling() or self._spare is not None or self._stopped:
                 return
             self._drivers.discard(task)  # nobody's handler now
             wake = self._loop.create_future()

@@ -327,9 +327,7 @@ class RPC(Base):
             )
             if expiration is not None:
                 message.expiration = expiration
-            routing_key = (
-                self._format_routing_key(method_name) if self.rpc_exchange else method_name
-            )
+            routing_key = self._format_routing_key(method_name)
             if log.isEnabledFor(logging.DEBUG):  # one call instead of two per call
                 log.debug("calling %s(%r)", routing_key, kwargs)
             exchange = self.rpc_exchange or self.channel.default_exchange
@@ -403,7 +401,7 @@ class RPC(Base):
         :param method_name: the method the call is for.
         :param message: the call.
         """
-        routing_key = self._format_routing_key(method_name) if self.rpc_exchange else method_name
+        routing_key = self._format_routing_key(method_name)
         func = self.routes.get(routing_key)
         if func is None:
             # unregistered meanwhile: let another callee have it
