@@ -216,3 +216,6 @@ cdef class FrameWriter:
                            bint immediate) except -1
     cdef int _content_frames(self, uint16_t channel, object body, object properties,
                              const uint64_t* new_id) except -1
+
+cdef class Finished:
+    pass

@@ -499,29 +499,41 @@ cdef class MessageBase:
                  app_id=None):
         if not isinstance(body, bytes):
             body = bytes(body)
-        self._locked = False
+        # Every field starts as None (the type's allocation): only what is
+        # given is set, which halves the cost of a Message with defaults.
         self.body = body
         self.body_size = len(body)
-        self._headers = headers if headers else None  # {} when first read
-        self.content_type = content_type
-        self.content_encoding = content_encoding
         if delivery_mode is None:
             self.delivery_mode = _NOT_PERSISTENT
         else:
             self.delivery_mode = _delivery_mode(delivery_mode)
         self.priority = int(priority) if priority else 0
+        if headers:
+            self._headers = headers  # else {} when first read
+        if content_type is not None:
+            self.content_type = content_type
+        if content_encoding is not None:
+            self.content_encoding = content_encoding
         # aio-pika's rule: a false value is None, anything else its str()
-        self.correlation_id = str(correlation_id) if correlation_id else None
-        self.reply_to = str(reply_to) if reply_to else None
-        self.expiration = expiration
-        self.message_id = str(message_id) if message_id else None
-        if timestamp is None or isinstance(timestamp, _datetime):
-            self.timestamp = timestamp
-        else:
-            self.timestamp = _encode_timestamp(timestamp)
-        self.type = str(type) if type else None
-        self.user_id = str(user_id) if user_id else None
-        self.app_id = str(app_id) if app_id else None
+        if correlation_id:
+            self.correlation_id = str(correlation_id)
+        if reply_to:
+            self.reply_to = str(reply_to)
+        if expiration is not None:
+            self.expiration = expiration
+        if message_id:
+            self.message_id = str(message_id)
+        if timestamp is not None:
+            if isinstance(timestamp, _datetime):
+                self.timestamp = timestamp
+            else:
+                self.timestamp = _encode_timestamp(timestamp)
+        if type:
+            self.type = str(type)
+        if user_id:
+            self.user_id = str(user_id)
+        if app_id:
+            self.app_id = str(app_id)
 
     @property
     def headers(self):
@@ -2139,3 +2151,42 @@ def run_coroutines(queue, cancel_asked, task, failed, cancelled_error):
         Py_XDECREF(result)
         return coro, context, waiting_on
     return None
+
+
+# ------------------------------------------------- an awaitable done already
+
+@cython.final
+@cython.no_gc
+@cython.embedsignature(False)  # the docstring's first line is the signature
+cdef class Finished:
+    """Finished()
+--
+
+    An awaitable that is done already: ``await`` gives None at once. What a
+    call returns when there is nothing to wait for (an ack, a publish
+    without confirms). It is its own iterator, so the await runs in C with
+    no Python frame; it has a finished coroutine's ``send``, ``throw`` and
+    ``close``, so ``asyncio.create_task`` takes it as it takes a coroutine.
+    """
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+    def send(self, value):
+        raise StopIteration
+
+    def throw(self, error, value=None, traceback=None):
+        if value is None:
+            value = error if isinstance(error, BaseException) else error()
+        if traceback is not None:
+            value = value.with_traceback(traceback)
+        raise value
+
+    def close(self):
+        pass

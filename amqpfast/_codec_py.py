@@ -45,6 +45,7 @@ __all__ = [
     "BasicReject",
     "BasicReturn",
     "ContentMessage",
+    "Finished",
     "FrameReader",
     "FrameWriter",
     "Heartbeat",
@@ -1439,3 +1440,32 @@ def run_coroutines(
             continue
         return coro, context, waiting_on
     return None
+
+
+# ------------------------------------------------- an awaitable done already
+
+
+class Finished(tuple[()]):
+    """An awaitable that is done already: ``await`` gives None at once.
+
+    What a call returns when there is nothing to wait for (an ack, a publish
+    without confirms). It has a finished coroutine's ``send``, ``throw`` and
+    ``close``, so ``asyncio.create_task`` takes it as it takes a coroutine.
+    """
+
+    __slots__ = ()
+    # awaiting it iterates an empty tuple: done at once, with no Python frame
+    __await__ = tuple.__iter__
+
+    def send(self, value: Any) -> Any:
+        raise StopIteration
+
+    def throw(self, error: Any, value: Any = None, traceback: Any = None) -> Any:
+        if value is None:
+            value = error if isinstance(error, BaseException) else error()
+        if traceback is not None:
+            value = value.with_traceback(traceback)
+        raise value
+
+    def close(self) -> None:
+        pass

@@ -47,6 +47,7 @@ BasicReject = _impl.BasicReject
 BasicReturn = _impl.BasicReturn
 ContentMessage = _impl.ContentMessage
 DeliveredBase = _impl.DeliveredBase
+Finished = _impl.Finished
 FrameReader = _impl.FrameReader
 FrameWriter = _impl.FrameWriter
 Heartbeat = _impl.Heartbeat
@@ -75,6 +76,7 @@ __all__ = [
     "FrameReader",
     "FrameWriter",
     "Heartbeat",
+    "Finished",
     "IncomingBase",
     "MessageBase",
     "MethodFrame",

@@ -18,7 +18,7 @@ from .abc import (
     TimeoutType,
     get_exchange_name,
 )
-from .core.channel import ActsAsCoroutine
+from .core._drive import DONE
 from .message import Message
 
 if TYPE_CHECKING:
@@ -284,18 +284,6 @@ async def _raise(error: Exception) -> Any:
     raise error
 
 
-class _Sent(ActsAsCoroutine, tuple[()]):
-    """What a publish without confirms returns: None, at once.
-
-    Awaiting it iterates an empty tuple, in C; it acts as a coroutine too.
-    """
-
-    __slots__ = ()
-    __await__ = tuple.__iter__
-
-    def send(self, value: Any) -> Any:
-        raise StopIteration
-
-
-# typed as what it stands in for (it has a coroutine's methods)
-SENT = cast(Coroutine[Any, Any, None], _Sent())
+# What a publish without confirms returns: done at once (awaiting it runs in
+# C), and a coroutine to asyncio.create_task; typed as what it stands in for
+SENT = cast(Coroutine[Any, Any, None], DONE)

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, cast
 
-from ..codec import run_coroutines
+from ..codec import Finished, run_coroutines
 
 log = logging.getLogger("amqpfast.core")
 
@@ -51,15 +51,8 @@ _cancel_asked: Callable[[asyncio.Task[Any]], Any] = (
 )
 
 
-class _Done(tuple[()]):
-    """An awaitable that is already finished (what basic_ack and friends return)."""
-
-    __slots__ = ()
-    # awaiting it iterates an empty tuple: done at once, in C, no Python frame
-    __await__ = tuple.__iter__
-
-
-DONE = cast(Awaitable[None], _Done())
+# What basic_ack and friends return: awaiting it is done at once, in C
+DONE = cast(Awaitable[None], Finished())
 
 
 @types.coroutine
