@@ -1,8 +1,8 @@
 """Request/reply round trips: amqpfast's RPC and low-level loop against their floor.
 
-Sequential calls, caller and callee in this process on connections of their
-own, against RabbitMQ; the CPU (getrusage, both ends) and the latency of each
-call (perf_counter around it):
+Sequential calls (and 32 at once), caller and callee in this process on
+connections of their own, against RabbitMQ; the CPU (getrusage, both ends)
+and the latency of each call (perf_counter around it):
 
 - ``floor``: the thinnest loop amqpfast.core allows — no confirms, no_ack
   consumers with plain-function callbacks, the reply published without
@@ -16,7 +16,12 @@ call (perf_counter around it):
   it gets by default), with a result queue and with direct reply-to; their
   latency is held against ``floor+conf``;
 - ``RPC no conf``: ``RPC`` on channels without publisher confirms, held
-  against ``floor``.
+  against ``floor``;
+- ``floor+conf x32`` and ``RPC x32``: the same with 32 callers at once, each
+  making its calls one after another: CPU per call once calls share socket
+  reads, writes and loop turns, as in the throughput scenarios the four
+  messages are measured with (their latency includes waiting in line, so
+  it is not held against a floor).
 
 A round trip moves four messages (two publishes, two deliveries); their cost
 elsewhere is measured in the same run with the aio-pika API's throughput
@@ -55,6 +60,7 @@ from amqpfast.patterns import RPC
 WARM_UP = 200  # calls before the measured ones: connections and caches settle
 CPU_TARGET = 3.0  # CPU per call / the four messages' CPU, at most
 LATENCY_TARGET = 1.3  # p50 / the floor's p50, at most
+IN_FLIGHT = 32  # callers at once in the "x32" scenarios
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class Calls:
 
 
 Call = Callable[[bytes], Awaitable[bytes]]
+Measure = Callable[[Call, Settings], Awaitable[Calls]]
 
 
 async def _measure(call: Call, settings: Settings) -> Calls:
@@ -90,10 +97,34 @@ async def _measure(call: Call, settings: Settings) -> Calls:
     return Calls(measured.cpu_us, measured.rate, latencies)
 
 
+async def _measure_in_flight(call: Call, settings: Settings) -> Calls:
+    """As _measure, with IN_FLIGHT callers each making calls one after another."""
+    body = settings.body
+    for _ in range(WARM_UP):
+        assert await call(body) == body, "a wrong reply"
+    latencies: list[float] = []
+    left = settings.calls
+
+    async def caller() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            started = time.perf_counter()
+            reply = await call(body)
+            latencies.append((time.perf_counter() - started) * 1e6)
+            if reply != body:
+                raise AssertionError(f"a wrong reply: {reply!r}")
+
+    meter = Meter()
+    await asyncio.gather(*(caller() for _ in range(IN_FLIGHT)))
+    measured = meter.stop(settings.calls)
+    return Calls(measured.cpu_us, measured.rate, latencies)
+
+
 # ------------------------------------------------------------ the scenarios
 
 
-async def _floor(settings: Settings, confirms: bool) -> Calls:
+async def _floor(settings: Settings, confirms: bool, measure: Measure = _measure) -> Calls:
     """The thinnest loop; with ``confirms`` the caller awaits its request's
     confirm and the callee acks the request once its reply is confirmed (from
     a done callback, no coroutine)."""
@@ -133,7 +164,7 @@ async def _floor(settings: Settings, confirms: bool) -> Calls:
                 await sent
             return await future
 
-        return await _measure(call, settings)
+        return await measure(call, settings)
     finally:
         await caller.close()
         await callee.close()
@@ -145,6 +176,10 @@ async def floor(settings: Settings) -> Calls:
 
 async def floor_confirms(settings: Settings) -> Calls:
     return await _floor(settings, confirms=True)
+
+
+async def floor_confirms_in_flight(settings: Settings) -> Calls:
+    return await _floor(settings, confirms=True, measure=_measure_in_flight)
 
 
 async def low_level(settings: Settings) -> Calls:
@@ -188,7 +223,12 @@ async def low_level(settings: Settings) -> Calls:
         await callee.close()
 
 
-async def _rpc(settings: Settings, direct_reply_to: bool, confirms: bool = True) -> Calls:
+async def _rpc(
+    settings: Settings,
+    direct_reply_to: bool,
+    confirms: bool = True,
+    measure: Measure = _measure,
+) -> Calls:
     caller, callee = await amqpfast.connect(settings.url), await amqpfast.connect(settings.url)
     try:
         server = await RPC.create(await callee.channel(publisher_confirms=confirms))
@@ -206,7 +246,7 @@ async def _rpc(settings: Settings, direct_reply_to: bool, confirms: bool = True)
             reply: bytes = await client.call(method, kwargs={"value": body})
             return reply
 
-        return await _measure(call, settings)
+        return await measure(call, settings)
     finally:
         await caller.close()
         await callee.close()
@@ -224,6 +264,10 @@ async def rpc_no_confirms(settings: Settings) -> Calls:
     return await _rpc(settings, direct_reply_to=False, confirms=False)
 
 
+async def rpc_in_flight(settings: Settings) -> Calls:
+    return await _rpc(settings, direct_reply_to=False, measure=_measure_in_flight)
+
+
 Scenario = Callable[[Settings], Awaitable[Calls]]
 # name: (the scenario, the floor its latency is held against)
 SCENARIOS: dict[str, tuple[Scenario, str | None]] = {
@@ -233,6 +277,10 @@ SCENARIOS: dict[str, tuple[Scenario, str | None]] = {
     "RPC": (rpc, "floor+conf"),
     "RPC direct": (rpc_direct, "floor+conf"),
     "RPC no conf": (rpc_no_confirms, "floor"),
+    # calls in flight at once: what a call costs once many share each socket
+    # read, write and loop turn (latency then includes waiting in line)
+    "floor+conf x32": (floor_confirms_in_flight, None),
+    "RPC x32": (rpc_in_flight, None),
 }
 
 

@@ -530,6 +530,53 @@ async def test_a_waiting_handlers_task_sleeps_on_and_a_later_read_uses_it() -> N
     assert all(task is not None and task.done() for task in tasks)
 
 
+async def test_handlers_of_one_read_that_all_wait_go_on_at_once_in_spare_tasks() -> None:
+    runner, deferred = deferred_runner()
+    gate = asyncio.Event()
+    started: list[tuple[int, asyncio.Task[Any] | None]] = []
+    timed_out: list[int] = []
+
+    async def handler(number: int) -> None:
+        started.append((number, asyncio.current_task()))
+        await gate.wait()
+        try:  # each one's timeout is its own task's
+            async with asyncio.timeout(0.001):
+                await asyncio.sleep(1)
+        except TimeoutError:
+            timed_out.append(number)
+
+    await warm_up(runner, deferred)
+
+    def read(numbers: range) -> None:
+        for number in numbers:
+            runner.call(handler, number)
+        runner.run_deferred()
+
+    # a first read: the first handler keeps the parked task, drivers take the rest
+    await in_a_read(lambda: read(range(3)))
+    await asyncio.sleep(0.01)
+    gate.set()
+    await settle(runner)
+    first_tasks = {task for _, task in started}
+    assert len(first_tasks) == 3 and all(task is not None for task in first_tasks)
+    assert all(task is not None and not task.done() for task in first_tasks)  # asleep, spare
+    gate.clear()
+    started.clear()
+    # the next read: every handler steps within the read, the first in the
+    # parked task, the others each in a spare: no new Task, no later loop turn
+    parked = runner._parked
+    await in_a_read(lambda: read(range(3, 6)))
+    assert [number for number, _ in started] == [3, 4, 5]
+    tasks = [task for _, task in started]
+    assert tasks[0] is parked and len(set(tasks)) == 3 and set(tasks[1:]) <= first_tasks
+    gate.set()
+    await settle(runner)
+    assert sorted(timed_out) == [0, 1, 2, 3, 4, 5]
+    runner.cancel()  # the spares end with the channel
+    await asyncio.sleep(0)
+    assert all(task is not None and task.done() for task in first_tasks)
+
+
 async def test_a_task_someone_cancelled_is_not_used_again() -> None:
     runner, deferred = deferred_runner()
     tasks: list[asyncio.Task[Any] | None] = []

@@ -39,6 +39,10 @@ from ..codec import Finished, run_coroutines
 
 log = logging.getLogger("amqpfast.core")
 
+# Tasks of handlers that waited kept asleep, at most, for the next handlers
+# that wait (a Task each): about the calls a consumer has in flight at once
+SPARE_TASKS = 32
+
 _CoroutineType = types.CoroutineType
 _current_task = asyncio.current_task
 # Whether someone asked a running Task to cancel: its armed flag, which also
@@ -106,7 +110,7 @@ class CallbackRunner:
         "_parked",
         "_parked_ready",
         "_queue",
-        "_spare",
+        "_spares",
         "_stopped",
         "_taker",
         "_wake",
@@ -130,8 +134,9 @@ class CallbackRunner:
         self._parked: asyncio.Task[None] | None = None
         self._parked_ready = False  # it has started: it is waiting on _wake
         self._wake: asyncio.Future[Any] | None = None
-        # a Task whose handler is done, asleep on its own wake: the next to park
-        self._spare: tuple[asyncio.Task[None], asyncio.Future[Any]] | None = None
+        # Tasks whose handler is done, asleep on their own wake: the next to
+        # park, or to take the next handler of a read at once when one waits
+        self._spares: list[tuple[asyncio.Task[None], asyncio.Future[Any]]] = []
         self._stopped = False  # cancel() was called: no Task stays asleep
 
     def call(self, callback: Callable[..., Any], *args: Any) -> None:
@@ -191,21 +196,27 @@ class CallbackRunner:
                 self._taker = None
                 if queue:
                     self._start_driver()
+        if waiting is None:
+            return
         try:
-            if waiting is not None:
-                # This Task belongs to the waiting handler from now on.
-                await _resume(*waiting)
+            # This Task belongs to the waiting handler from now on.
+            await _resume(*waiting)
         except Exception as exc:
             self._failed(exc)
         except asyncio.CancelledError:
-            pass
+            return
+        wake = self._sleep_as_spare(task, None)
+        if wake is not None:
+            await self._park(wake)
 
     def run_deferred(self) -> None:
         """Step the handlers queued since :meth:`call` was deferred, here and now.
 
         Each runs in a copy of the context with the parked Task as the
         current task, until it finishes or waits; one that waits keeps that
-        Task (it goes on there). The parked Task must have started (so that a
+        Task (it goes on there), and the next handlers go on at once in a
+        spare Task (one whose handler is done) while one sleeps, else in a
+        driver Task from the next loop turn. The parked Task must have started (so that a
         cancel reaches the handler that takes it): until a new one has, and
         inside a task, a driver Task runs the handlers as :meth:`call` would.
         """
@@ -222,35 +233,57 @@ class CallbackRunner:
         if not self._parked_ready or _current_task(loop) is not None:
             self._start_driver()
             return
-        _enter_task(loop, task)
-        try:
-            # A cancel of the parked task (a handler's own) cancels what it
-            # waits on: the wake, which then takes no handler; checked in C.
-            waiting = run_coroutines(
-                queue, type(wake).done, wake, self._failed, asyncio.CancelledError
-            )
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # what a driver Task would have logged
-            self._failed(exc)
-            waiting = None
-        finally:
-            _leave_task(loop, task)
-        if waiting is not None:
+        while True:
+            waiting = self._step_handlers(task, wake)
+            if waiting is None:
+                break
             wake.set_result(waiting)
             self._drivers.add(task)  # the handler's task from now on
+            # the rest of the read goes on at once in a spare task, if one sleeps
+            spare = self._take_spare() if queue else None
+            if spare is None:
+                break
+            task, wake = spare
         if queue:  # after a handler that waited (or cancelled the parked task)
             self._start_driver()
         if wake.done() or _cancel_asked(task):
             self._park_next()  # ready by the next read
 
-    def _park_next(self) -> asyncio.Task[None]:
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            task, wake = spare
+    def _step_handlers(
+        self, task: asyncio.Task[None], wake: asyncio.Future[Any]
+    ) -> tuple[Any, contextvars.Context, Any] | None:
+        # The queued handlers, each in a copy of the context with ``task`` as
+        # the current task, until one waits (returned) or the queue is empty.
+        loop = self._loop
+        _enter_task(loop, task)
+        try:
+            # A cancel of the parked task (a handler's own) cancels what it
+            # waits on: the wake, which then takes no handler; checked in C.
+            return run_coroutines(
+                self._queue, type(wake).done, wake, self._failed, asyncio.CancelledError
+            )
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # what a driver Task would have logged
+            self._failed(exc)
+            return None
+        finally:
+            _leave_task(loop, task)
+
+    def _take_spare(self) -> tuple[asyncio.Task[None], asyncio.Future[Any]] | None:
+        # The latest first; one cancelled while asleep ends by itself.
+        spares = self._spares
+        while spares:
+            task, wake = spares.pop()
             if not wake.done() and not _cancel_asked(task):  # asleep, and nobody cancelled it
                 self._parked, self._wake, self._parked_ready = task, wake, True
-                return task
+                return task, wake
+        return None
+
+    def _park_next(self) -> asyncio.Task[None]:
+        spare = self._take_spare()
+        if spare is not None:
+            return spare[0]
         wake = self._wake = self._loop.create_future()
         self._parked_ready = False
         task = self._parked = asyncio.Task(self._park(wake), loop=self._loop)
@@ -259,7 +292,7 @@ class CallbackRunner:
 
     async def _park(self, wake: asyncio.Future[Any]) -> None:
         # Sleeps until a handler stepped in this task waits: then it is the
-        # handler's task. When that handler is done, it sleeps on as the spare.
+        # handler's task. When that handler is done, it sleeps on as a spare.
         task = _current_task()
         assert task is not None
         while True:
@@ -280,13 +313,25 @@ class CallbackRunner:
                 self._failed(exc)
             except asyncio.CancelledError:
                 return
-            # A task someone cancelled (even if the handler took it back) keeps
-            # the count a later handler's asyncio.timeout() would misread.
-            if cancel is not None or task.cancelling() or self._spare is not None or self._stopped:
+            next_wake = self._sleep_as_spare(task, cancel)
+            if next_wake is None:
                 return
-            self._drivers.discard(task)  # nobody's handler now
-            wake = self._loop.create_future()
-            self._spare = (task, wake)
+            wake = next_wake
+
+    def _sleep_as_spare(
+        self, task: asyncio.Task[None], cancel: BaseException | None
+    ) -> asyncio.Future[Any] | None:
+        # The Task of a handler that is done becomes a spare (what it is to
+        # await), unless someone cancelled it: even if the handler took the
+        # cancel back, its count would fool a later handler's asyncio.timeout().
+        if cancel is not None or task.cancelling() or self._stopped:
+            return None
+        if len(self._spares) >= SPARE_TASKS:
+            return None
+        self._drivers.discard(task)  # nobody's handler now
+        wake = self._loop.create_future()
+        self._spares.append((task, wake))
+        return wake
 
     def _failed(self, exc: BaseException) -> None:
         log.error("%s failed", self._what, exc_info=exc)
@@ -311,9 +356,10 @@ class CallbackRunner:
         parked, self._parked = self._parked, None
         if parked is not None and parked is not current:
             parked.cancel()  # no handler is its: it just ends
-        spare, self._spare = self._spare, None
-        if spare is not None and spare[0] is not current:
-            spare[0].cancel()
+        spares, self._spares = self._spares, []
+        for spare, _ in spares:
+            if spare is not current:
+                spare.cancel()
         for driver in list(self._drivers):
             if driver is not current:
                 driver.cancel(reason)  # leaves the set when it is done
