@@ -115,6 +115,7 @@ cdef type _PamqpProperties = _pamqp_base.BasicProperties
 cdef tuple _PROPERTY_NAMES = _spec.PROPERTY_NAMES
 cdef uint64_t _UNLIMITED = _spec.FRAME_MAX_UNLIMITED
 cdef object _NOT_PERSISTENT = _spec.DeliveryMode.NOT_PERSISTENT
+cdef object _PERSISTENT = _spec.DeliveryMode.PERSISTENT
 cdef dict _EMPTY_TABLE = {}  # what a message without headers sends (never changed)
 cdef object _delivery_mode = _spec.delivery_mode
 cdef object _encode_expiration = _spec.encode_expiration
@@ -517,6 +518,8 @@ cdef class MessageBase:
         self.body_size = len(body)
         if delivery_mode is None:
             self.delivery_mode = _NOT_PERSISTENT
+        elif delivery_mode is _PERSISTENT or delivery_mode is _NOT_PERSISTENT:
+            self.delivery_mode = delivery_mode  # an Enum's hash is a Python call: skipped
         else:
             self.delivery_mode = _delivery_mode(delivery_mode)
         self.priority = int(priority) if priority else 0

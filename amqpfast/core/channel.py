@@ -935,11 +935,16 @@ class Channel:
         """
         if self._closed:
             self._check_open()
-        self._writer.ack(self.number, delivery_tag, multiple)
+        writer = self._writer
+        writer.ack(self.number, delivery_tag, multiple)
         connection = self.connection
         # an ack during a read (its handlers ack one each) leaves with the read's
-        # own write; there are no more of them than the read brought messages
-        if not connection._dispatching:
+        # own write; there are no more of them than the read brought messages.
+        # Else one write is due already (acks in a burst): nothing to ask.
+        if not (
+            connection._dispatching
+            or (connection._flush_scheduled and len(writer) < FLUSH_THRESHOLD)
+        ):
             connection._schedule_flush()
         return DONE
 
