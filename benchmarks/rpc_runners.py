@@ -315,12 +315,13 @@ def table(
     loop: str, results: dict[str, list[Calls]], publish_us: float, consume_us: float
 ) -> list[str]:
     four = 2 * publish_us + 2 * consume_us
+    width = max(len("scenario"), *(len(name) for name in results))
     p50s = {
         name: statistics.median(r.percentile(0.5) for r in rounds)
         for name, rounds in results.items()
     }
     lines = [
-        f"{'scenario':<11} {loop:<7} | {'calls/s':>8} {'CPU µs':>7} | {'p50 µs':>7} "
+        f"{'scenario':<{width}} {loop:<7} | {'calls/s':>8} {'CPU µs':>7} | {'p50 µs':>7} "
         f"{'p90 µs':>7} {'p99 µs':>7} | {'CPU/4 msgs':>10} <={CPU_TARGET:g}x | "
         f"{'p50/floor':>9} <={LATENCY_TARGET:g}x"
     ]
@@ -340,7 +341,7 @@ def table(
             verdict = "met" if ratio <= LATENCY_TARGET else "MISSED"
             latency_cell = f"{ratio:>8.2f}x {verdict:<6} (vs {floor_name})"
         lines.append(
-            f"{name:<11} {loop:<7} | {rate:>8,.0f} {cpu:>7.1f} | {p50:>7.1f} {p90:>7.1f} "
+            f"{name:<{width}} {loop:<7} | {rate:>8,.0f} {cpu:>7.1f} | {p50:>7.1f} {p90:>7.1f} "
             f"{p99:>7.1f} | {cpu_cell} | {latency_cell}"
         )
     lines.append(
