@@ -125,6 +125,8 @@ cdef class IncomingBase(MessageBase):
     cdef public object _delivery
     cdef public object _properties
 
+    cdef int _take(self, delivery, properties, body, bint no_ack) except -1
+
 
 cdef class _Partial:
     # A message whose content header or body frames are still due.

@@ -621,6 +621,10 @@ cdef class IncomingBase(MessageBase):
             properties = getattr(message, "properties", None)
         if properties is None:  # aiormq's DeliveredMessage has them in its header
             properties = message.header.properties
+        self._take(delivery, properties, body, no_ack)
+
+    cdef int _take(self, delivery, properties, body, bint no_ack) except -1:
+        cdef bint done
         if type(delivery) is BasicDeliver:
             done = no_ack or not (<BasicDeliver>delivery).delivery_tag
         else:
@@ -632,11 +636,34 @@ cdef class IncomingBase(MessageBase):
         self._properties = properties
         self.body = body
         self.body_size = len(body)
+        return 0
+
+    # A message of the class made of a delivery's parts, as the low level has
+    # them (no DeliveredMessage in between): the consumers of the aio-pika
+    # API get theirs so. One method per kind of consumer: a bound argument
+    # would cost more than the rest of the call.
+
+    @classmethod
+    def delivered(cls, delivery, properties, body, channel):
+        """A message of a consumer that acknowledges, made of its delivery's parts."""
+        return _incoming(cls, delivery, properties, body, channel, False)
+
+    @classmethod
+    def delivered_no_ack(cls, delivery, properties, body, channel):
+        """A message of a ``no_ack`` consumer (processed already), made of its delivery's parts."""
+        return _incoming(cls, delivery, properties, body, channel, True)
 
     def _mark_processed(self):
         """Acked, nacked or rejected: processed, and locked."""
         self._processed = True
         self._locked = True
+
+
+cdef IncomingBase _incoming(cls, delivery, properties, body, channel, bint no_ack):
+    cdef IncomingBase message = IncomingBase.__new__(cls)
+    message._channel = channel
+    message._take(delivery, properties, body, no_ack)
+    return message
 
 
 # ------------------------------------------------ fields Python reads fast

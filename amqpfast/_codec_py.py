@@ -493,20 +493,42 @@ class IncomingBase(MessageBase):
     _properties: Any
 
     def __init__(self, message: Any, no_ack: bool = False) -> None:
-        delivery = message.delivery
-        body = message.body
+        properties = getattr(message, "properties", None)
+        if properties is None:  # aiormq's DeliveredMessage has them in its header
+            properties = message.header.properties
+        self._take(message.delivery, properties, message.body, message.channel, no_ack)
+
+    def _take(
+        self, delivery: Any, properties: Any, body: bytes, channel: Any, no_ack: bool
+    ) -> None:
         done = no_ack or not getattr(delivery, "delivery_tag", None)
         set_ = object.__setattr__  # not the lock's check: nothing is locked yet
         set_(self, "_locked", done)
         set_(self, "_processed", done)
         set_(self, "_no_ack", no_ack)
-        set_(self, "_channel", message.channel)
+        set_(self, "_channel", channel)
         set_(self, "_delivery", delivery)
-        properties = getattr(message, "properties", None)
-        # aiormq's DeliveredMessage has them in its header
-        set_(self, "_properties", message.header.properties if properties is None else properties)
+        set_(self, "_properties", properties)
         set_(self, "body", body)
         set_(self, "body_size", len(body))
+
+    # A message of the class made of a delivery's parts, as the low level has
+    # them (no DeliveredMessage in between): the consumers of the aio-pika
+    # API get theirs so.
+
+    @classmethod
+    def delivered(cls, delivery: Any, properties: Any, body: bytes, channel: Any) -> Any:
+        """A message of a consumer that acknowledges, made of its delivery's parts."""
+        message = cls.__new__(cls)
+        message._take(delivery, properties, body, channel, False)
+        return message
+
+    @classmethod
+    def delivered_no_ack(cls, delivery: Any, properties: Any, body: bytes, channel: Any) -> Any:
+        """A message of a ``no_ack`` consumer (processed already), made of its delivery's parts."""
+        message = cls.__new__(cls)
+        message._take(delivery, properties, body, channel, True)
+        return message
 
     def _mark_processed(self) -> None:
         """Acked, nacked or rejected: processed, and locked."""

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from pamqp import commands as spec
 
@@ -19,7 +19,7 @@ from .abc import (
     TimeoutType,
     get_exchange_name,
 )
-from .core import DeliveredMessage
+from .core.channel import ConsumerCallback
 from .exceptions import QueueEmpty
 from .message import IncomingMessage
 from .tools import CallbackCollection, weak_method_callback
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from .channel import Channel
 
 log = logging.getLogger("amqpfast.queue")
+# what a consumer's deliveries become, made by the low level (no frame per message)
+_INCOMING = IncomingMessage.delivered
+_INCOMING_NO_ACK = IncomingMessage.delivered_no_ack
 
 __all__ = ["ConsumerTag", "Queue", "QueueIterator"]
 
@@ -142,18 +145,16 @@ class Queue(AbstractQueue):
         :returns: the consumer tag, for :meth:`cancel`.
         """
         channel = await self.channel.get_underlay_channel()
-
-        def on_delivery(delivered: DeliveredMessage) -> Any:
-            return callback(IncomingMessage(delivered, no_ack))
-
         ok = await channel.basic_consume(
             self.name,
-            on_delivery,
+            cast(ConsumerCallback, callback),  # it gets what message_factory makes
             no_ack=no_ack,
             exclusive=exclusive,
             arguments=arguments,
             consumer_tag=consumer_tag,
             timeout=timeout,
+            # each delivery made into an IncomingMessage by the low level, in C
+            message_factory=_INCOMING_NO_ACK if no_ack else _INCOMING,
         )
         return ok.consumer_tag or ""
 

@@ -177,3 +177,24 @@ def test_both_implementations_have_one_constructor_signature(compiled_and_python
         return [(p.name, p.kind, p.default) for p in signature.parameters.values()]
 
     assert parameters(compiled.MessageBase) == parameters(python.MessageBase)
+
+
+def test_an_incoming_message_made_of_a_deliverys_parts_is_the_same(codec):
+    deliver = codec.BasicDeliver("ctag", 9, True, "ex", "rk")
+    properties = codec.BasicProperties(correlation_id="c-1")
+    channel = object()
+
+    class Incoming(codec.IncomingBase):  # as amqpfast.IncomingMessage builds on it
+        __slots__ = ()
+
+    delivered = codec.DeliveredBase(deliver, properties, b"body", channel)
+    for no_ack, made in (
+        (False, Incoming.delivered(deliver, properties, b"body", channel)),
+        (True, Incoming.delivered_no_ack(deliver, properties, b"body", channel)),
+    ):
+        through = Incoming(delivered, no_ack)
+        assert type(made) is Incoming
+        for name in ("_channel", "_delivery", "_properties", "_no_ack", "_processed", "_locked"):
+            assert getattr(made, name) == getattr(through, name), name
+        assert made.body == b"body" and made.body_size == 4
+        assert made._no_ack is no_ack and made._processed is no_ack

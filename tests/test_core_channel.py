@@ -456,6 +456,24 @@ async def test_a_get_that_gave_up_gives_its_message_back(channel: Channel):
     assert message.body == b"not lost" and message.redelivered
 
 
+async def test_a_message_factory_makes_what_the_consumer_gets(channel: Channel):
+    queue = await declare_queue(channel)
+    made: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
+
+    def factory(delivery: object, properties: object, body: bytes, on: Channel) -> tuple:
+        return ("made", delivery, properties, body, on)
+
+    ok = await channel.basic_consume(queue, made.put_nowait, no_ack=True, message_factory=factory)
+    assert channel.consumers == {ok.consumer_tag: made.put_nowait}  # the callbacks, as before
+    properties = BasicProperties(correlation_id="c-7")
+    await channel.basic_publish(b"payload", routing_key=queue, properties=properties)
+
+    kind, delivery, received, body, on = await asyncio.wait_for(made.get(), 5)
+    assert kind == "made" and body == b"payload" and on is channel
+    assert delivery.consumer_tag == ok.consumer_tag and delivery.delivery_tag == 1
+    assert received.correlation_id == "c-7"
+
+
 async def test_a_consume_that_gave_up_leaves_no_consumer(channel: Channel):
     queue = await declare_queue(channel)
 

@@ -49,6 +49,8 @@ __all__ = ["CallbackCollection", "Channel", "ConsumerCallback", "ReturnCallback"
 
 _Reply = TypeVar("_Reply")
 ConsumerCallback = Callable[[DeliveredMessage], Any]
+# what a consumer's deliveries are handed on as: made of (delivery, properties, body, channel)
+MessageFactory = Callable[[Any, BasicProperties, bytes, "Channel"], Any]
 ReturnCallback = Callable[[DeliveredMessage], Any]
 Arguments = dict[str, Any] | None
 
@@ -262,7 +264,7 @@ class Channel:
         self._writer = connection._writer
         self._lock = asyncio.Lock()
         self._pending: deque[_Pending] = deque()
-        self._consumers: dict[str, ConsumerCallback] = {}
+        self._consumers: dict[str, tuple[ConsumerCallback, MessageFactory]] = {}
         # Tags of consumers that acknowledge; and of those cancelled while
         # deliveries may still be on their way: those go back to the queue.
         self._acking_consumers: set[str] = set()
@@ -319,7 +321,7 @@ class Channel:
     @property
     def consumers(self) -> dict[str, ConsumerCallback]:
         """The active consumers: consumer tag -> callback."""
-        return dict(self._consumers)
+        return {tag: callback for tag, (callback, _) in self._consumers.items()}
 
     def _check_open(self) -> None:
         if self._closed:
@@ -403,8 +405,9 @@ class Channel:
         if kind is BasicDeliver:
             consumer = self._consumers.get(method.consumer_tag)
             if consumer is not None:
+                callback, make_message = consumer
                 self._runner.call(
-                    consumer, DeliveredMessage(method, event.properties, event.body, self)
+                    callback, make_message(method, event.properties, event.body, self)
                 )
             elif method.consumer_tag in self._requeue_for:
                 # cancelled without waiting for CancelOk: the message goes back, now
@@ -847,10 +850,17 @@ class Channel:
         arguments: Arguments = None,
         consumer_tag: str | None = None,
         timeout: float | None = None,
+        *,
+        message_factory: MessageFactory = DeliveredMessage,
     ) -> spec.Basic.ConsumeOk:
         """Start a consumer; ``consumer_callback(message)`` gets each delivery in order.
 
         The callback may be a plain function or a coroutine function.
+
+        :param message_factory: what makes the ``message`` of each delivery,
+            called with its ``(delivery, properties, body, channel)``: a
+            :class:`DeliveredMessage` unless given (the aio-pika API's
+            ``Queue.consume`` makes its ``IncomingMessage`` here directly).
         """
         if consumer_tag and consumer_tag in self._consumers:
             # caught here, as aiormq does: the broker would close the channel
@@ -868,7 +878,7 @@ class Channel:
             # Deliveries may follow ConsumeOk in the same read: the consumer
             # must be in place before they are dispatched.
             registered = ok.consumer_tag or tag
-            self._consumers[registered] = consumer_callback
+            self._consumers[registered] = (consumer_callback, message_factory)
             # a tag used again is a new consumer
             self._requeue_for.discard(registered)
             self._dropping_for.discard(registered)
