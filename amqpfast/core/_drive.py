@@ -139,10 +139,10 @@ class CallbackRunner:
         self._spares: list[tuple[asyncio.Task[None], asyncio.Future[Any]]] = []
         self._stopped = False  # cancel() was called: no Task stays asleep
 
-    def call(self, callback: Callable[..., Any], *args: Any) -> None:
-        """Call ``callback(*args)``; a coroutine it returns runs in a driver Task."""
+    def call(self, callback: Callable[[Any], Any], argument: Any) -> None:
+        """Call ``callback(argument)``; a coroutine it returns runs in a driver Task."""
         try:
-            result = callback(*args)
+            result = callback(argument)  # one argument: no tuple per call
         except Exception:
             log.exception("%s %r failed", self._what, callback)
             return
