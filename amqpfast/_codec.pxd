@@ -1,3 +1,4 @@
+cimport cython
 from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -147,6 +148,8 @@ cdef class _LastString:
     cdef object get(self, const uint8_t* data, Py_ssize_t size)
 
 
+# final: their cdef methods are called directly (no vtable), so C inlines them
+@cython.final
 cdef class FrameReader:
     cdef bytearray _buffer
     cdef dict _partials
@@ -180,6 +183,7 @@ cdef class FrameReader:
                          uint16_t channel, list events) except -1
 
 
+@cython.final
 cdef class FrameWriter:
     cdef char* _buf
     cdef Py_ssize_t _len
