@@ -1577,15 +1577,19 @@ cdef object _bad_type(object field, str expected, object value):
     return EncodeError(f"{field}: expected {expected}, got {type(value).__name__}")
 
 
-cdef uint64_t _unsigned(object value, object field, uint64_t high) except? 0xFFFFFFFFFFFFFFFF:
-    cdef uint64_t result
+cdef inline uint64_t _unsigned(object value, object field, uint64_t high) except? 0xFFFFFFFFFFFFFFFF:
+    # the common case inline, in C, without setting up a try
     cdef int overflow = 0
     cdef long long small
     if isinstance(value, int):
-        # the common case in C, without setting up a try
         small = PyLong_AsLongLongAndOverflow(value, &overflow)
         if overflow == 0 and small >= 0 and <uint64_t>small <= high:
             return <uint64_t>small
+    return _unsigned_checked(value, field, high)
+
+
+cdef uint64_t _unsigned_checked(object value, object field, uint64_t high) except? 0xFFFFFFFFFFFFFFFF:
+    cdef uint64_t result
     if not isinstance(value, int):
         raise _bad_type(field, "int", value)
     try:
@@ -1747,7 +1751,7 @@ cdef class FrameWriter:
         cdef Py_ssize_t start
         if not isinstance(table, dict):
             raise _bad_type(field, "dict", table)
-        if not table:
+        if len(<dict>table) == 0:  # what most messages send
             return self._u32(0)
         if depth > MAX_DEPTH:
             raise EncodeError(f"{field}: nested more than {MAX_DEPTH} deep")
