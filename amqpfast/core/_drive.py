@@ -216,9 +216,10 @@ class CallbackRunner:
         current task, until it finishes or waits; one that waits keeps that
         Task (it goes on there), and the next handlers go on at once in a
         spare Task (one whose handler is done) while one sleeps, else in a
-        driver Task from the next loop turn. The parked Task must have started (so that a
-        cancel reaches the handler that takes it): until a new one has, and
-        inside a task, a driver Task runs the handlers as :meth:`call` would.
+        driver Task from the next loop turn. The parked Task must have
+        started (so that a cancel reaches the handler that takes it): until a
+        new one has, and inside a task, a driver Task runs the handlers as
+        :meth:`call` would.
         """
         self._deferred = False
         queue = self._queue
