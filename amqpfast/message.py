@@ -326,12 +326,14 @@ class IncomingMessage(IncomingBase, Message, AbstractIncomingMessage):
             that failed and had been delivered before.
         :param ignore_processed: let the block ack or reject by itself.
         """
-        return ProcessContext(
-            self,
-            requeue=requeue,
-            reject_on_redelivered=reject_on_redelivered,
-            ignore_processed=ignore_processed,
-        )
+        # made without calling the class: a call with keywords builds a dict
+        # and goes through __init__ as a Python slot (half the cost of this)
+        context = _new_context(ProcessContext)
+        context.message = self
+        context.requeue = requeue
+        context.reject_on_redelivered = reject_on_redelivered
+        context.ignore_processed = ignore_processed
+        return context
 
     def info(self) -> MessageInfo:
         """The message's properties and delivery as a dict."""
@@ -349,6 +351,9 @@ class ReturnedMessage(IncomingMessage):
     """A mandatory message the broker could not route and sent back."""
 
     __slots__ = ()
+
+
+_new_context = object.__new__
 
 
 class ProcessContext(AbstractProcessContext):

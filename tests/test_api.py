@@ -27,7 +27,7 @@ from amqpfast.exceptions import (
     PublishError,
     QueueEmpty,
 )
-from amqpfast.message import ReturnedMessage
+from amqpfast.message import ProcessContext, ReturnedMessage
 
 
 @pytest.fixture
@@ -200,6 +200,23 @@ async def test_nack_requeues_and_reject_drops(chan: Channel):
     assert second.body == b"again" and second.redelivered
     await second.reject()  # requeue=False by default
     assert await queue.get(fail=False) is None
+
+
+async def test_process_makes_the_context_the_class_makes(chan: Channel):
+    queue = await chan.declare_queue(exclusive=True)
+    await chan.default_exchange.publish(Message(b"ctx"), routing_key=queue.name)
+    message = await queue.get(timeout=5)
+
+    made = message.process(requeue=True, ignore_processed=True)
+    built = ProcessContext(
+        message, requeue=True, reject_on_redelivered=False, ignore_processed=True
+    )
+    assert type(made) is ProcessContext
+    for name in ProcessContext.__slots__:
+        assert getattr(made, name) == getattr(built, name), name
+    async with made as entered:
+        assert entered is message
+    assert message.processed  # acked on the way out
 
 
 async def test_process_acks_on_success_and_rejects_on_error(chan: Channel):
