@@ -700,11 +700,11 @@ cdef int _delete_field(object obj, object name) except -1:
     return _generic_delattr(obj, name, NULL)
 
 
-cdef Py_ssize_t _field_offset(object cls, str name) except -1:
+cdef Py_ssize_t _field_offset(object sample, str name) except -1:
     # Where the field lives in an instance: found by a marker set through
     # the field's own (getset) descriptor.
     cdef Py_ssize_t offset
-    sample = cls.__new__(cls)
+    cls = type(sample)
     marker = object()
     setattr(sample, name, marker)
     for offset in range(sizeof(PyObject), (<PyTypeObject*>cls).tp_basicsize, sizeof(void*)):
@@ -717,6 +717,7 @@ cdef Py_ssize_t _field_offset(object cls, str name) except -1:
 cdef int _as_member_fields(object cls, tuple names) except -1:
     cdef PyMemberDef* member
     cdef dict namespace = <dict>(<PyTypeObject*>cls).tp_dict
+    sample = cls.__new__(cls)
     for name in names:
         encoded = name.encode()
         member = <PyMemberDef*>PyMem_Malloc(sizeof(PyMemberDef))
@@ -724,7 +725,7 @@ cdef int _as_member_fields(object cls, tuple names) except -1:
             raise MemoryError()
         member.name = encoded
         member.type = T_OBJECT_EX
-        member.offset = _field_offset(cls, name)
+        member.offset = _field_offset(sample, name)
         member.flags = 0
         member.doc = NULL
         _member_names.append(encoded)

@@ -519,15 +519,19 @@ class IncomingBase(MessageBase):
     @classmethod
     def delivered(cls, delivery: Any, properties: Any, body: bytes, channel: Any) -> Any:
         """A message of a consumer that acknowledges, made of its delivery's parts."""
-        message = cls.__new__(cls)
-        message._take(delivery, properties, body, channel, False)
-        return message
+        return cls._of_parts(delivery, properties, body, channel, False)
 
     @classmethod
     def delivered_no_ack(cls, delivery: Any, properties: Any, body: bytes, channel: Any) -> Any:
         """A message of a ``no_ack`` consumer (processed already), made of its delivery's parts."""
+        return cls._of_parts(delivery, properties, body, channel, True)
+
+    @classmethod
+    def _of_parts(
+        cls, delivery: Any, properties: Any, body: bytes, channel: Any, no_ack: bool
+    ) -> Any:
         message = cls.__new__(cls)
-        message._take(delivery, properties, body, channel, True)
+        message._take(delivery, properties, body, channel, no_ack)
         return message
 
     def _mark_processed(self) -> None:

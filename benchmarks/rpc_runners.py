@@ -77,28 +77,11 @@ class Calls:
 
 
 Call = Callable[[bytes], Awaitable[bytes]]
-Measure = Callable[[Call, Settings], Awaitable[Calls]]
 
 
-async def _measure(call: Call, settings: Settings) -> Calls:
-    """The warm-up, then the measured calls; every reply must be the request's body."""
-    body = settings.body
-    for _ in range(WARM_UP):
-        assert await call(body) == body, "a wrong reply"
-    latencies = []
-    meter = Meter()
-    for _ in range(settings.calls):
-        started = time.perf_counter()
-        reply = await call(body)
-        latencies.append((time.perf_counter() - started) * 1e6)
-        if reply != body:
-            raise AssertionError(f"a wrong reply: {reply!r}")
-    measured = meter.stop(settings.calls)
-    return Calls(measured.cpu_us, measured.rate, latencies)
-
-
-async def _measure_in_flight(call: Call, settings: Settings) -> Calls:
-    """As _measure, with IN_FLIGHT callers each making calls one after another."""
+async def _measure(call: Call, settings: Settings, callers: int = 1) -> Calls:
+    """The warm-up, then the measured calls, made by ``callers`` at once, each
+    one call after another; every reply must be the request's body."""
     body = settings.body
     for _ in range(WARM_UP):
         assert await call(body) == body, "a wrong reply"
@@ -116,7 +99,10 @@ async def _measure_in_flight(call: Call, settings: Settings) -> Calls:
                 raise AssertionError(f"a wrong reply: {reply!r}")
 
     meter = Meter()
-    await asyncio.gather(*(caller() for _ in range(IN_FLIGHT)))
+    if callers == 1:
+        await caller()
+    else:
+        await asyncio.gather(*(caller() for _ in range(callers)))
     measured = meter.stop(settings.calls)
     return Calls(measured.cpu_us, measured.rate, latencies)
 
@@ -124,7 +110,7 @@ async def _measure_in_flight(call: Call, settings: Settings) -> Calls:
 # ------------------------------------------------------------ the scenarios
 
 
-async def _floor(settings: Settings, confirms: bool, measure: Measure = _measure) -> Calls:
+async def _floor(settings: Settings, confirms: bool, callers: int = 1) -> Calls:
     """The thinnest loop; with ``confirms`` the caller awaits its request's
     confirm and the callee acks the request once its reply is confirmed (from
     a done callback, no coroutine)."""
@@ -164,7 +150,7 @@ async def _floor(settings: Settings, confirms: bool, measure: Measure = _measure
                 await sent
             return await future
 
-        return await measure(call, settings)
+        return await _measure(call, settings, callers)
     finally:
         await caller.close()
         await callee.close()
@@ -179,7 +165,7 @@ async def floor_confirms(settings: Settings) -> Calls:
 
 
 async def floor_confirms_in_flight(settings: Settings) -> Calls:
-    return await _floor(settings, confirms=True, measure=_measure_in_flight)
+    return await _floor(settings, confirms=True, callers=IN_FLIGHT)
 
 
 async def low_level(settings: Settings) -> Calls:
@@ -227,7 +213,7 @@ async def _rpc(
     settings: Settings,
     direct_reply_to: bool,
     confirms: bool = True,
-    measure: Measure = _measure,
+    callers: int = 1,
 ) -> Calls:
     caller, callee = await amqpfast.connect(settings.url), await amqpfast.connect(settings.url)
     try:
@@ -246,7 +232,7 @@ async def _rpc(
             reply: bytes = await client.call(method, kwargs={"value": body})
             return reply
 
-        return await measure(call, settings)
+        return await _measure(call, settings, callers)
     finally:
         await caller.close()
         await callee.close()
@@ -265,7 +251,7 @@ async def rpc_no_confirms(settings: Settings) -> Calls:
 
 
 async def rpc_in_flight(settings: Settings) -> Calls:
-    return await _rpc(settings, direct_reply_to=False, measure=_measure_in_flight)
+    return await _rpc(settings, direct_reply_to=False, callers=IN_FLIGHT)
 
 
 Scenario = Callable[[Settings], Awaitable[Calls]]
