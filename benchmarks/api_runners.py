@@ -39,6 +39,7 @@ from client_runners import (
     rows,
 )
 from fake_broker import ACKS_QUEUE, SINK_QUEUE, delivery_queue
+from wakeups import floors, wakeup_table
 
 import amqpfast
 from amqpfast.codec import IMPLEMENTATION
@@ -300,6 +301,11 @@ def table(results: Results, settings: Settings) -> list[str]:
         f"(getrusage); codec {IMPLEMENTATION}; Python {sys.version.split()[0]}; "
         f"aio-pika {version('aio-pika')}, aiormq {version('aiormq')}, uvloop {version('uvloop')}"
     )
+    real = [name for name in API_SCENARIOS if not API_SCENARIOS[name].fake]
+    loops = sorted({loop for scenario, loop, _ in results if scenario in real})
+    if loops:
+        lines.append("")
+        lines.extend(wakeup_table(results, real, floors(loops), "amqpfast", "aio-pika", rows))
     return lines
 
 

@@ -70,18 +70,24 @@ class Settings:
 # ------------------------------------------------------------ measuring
 
 
-def _cpu() -> float:
+def _usage() -> tuple[float, int]:
+    """This process's CPU seconds (user + sys) and how often it slept and was woken."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime, usage.ru_nvcsw
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """One measured phase: how many messages (or round trips), wall and CPU seconds."""
+    """One measured phase: how many messages (or round trips), wall and CPU seconds.
+
+    ``wakeups``: the voluntary context switches of the phase, the times the
+    process waited for its socket (or anything else) and was woken again.
+    """
 
     messages: int
     wall: float
     cpu: float
+    wakeups: int = 0
 
     @property
     def rate(self) -> float:
@@ -93,15 +99,17 @@ class Measurement:
 
 
 class Meter:
-    """Wall and CPU time from its creation to :meth:`stop`."""
+    """Wall and CPU time, and wakeups, from its creation to :meth:`stop`."""
 
     def __init__(self) -> None:
         self._wall = time.perf_counter()
-        self._cpu = _cpu()
+        self._cpu, self._wakeups = _usage()
 
     def stop(self, messages: int) -> Measurement:
-        cpu = _cpu() - self._cpu
-        return Measurement(messages, time.perf_counter() - self._wall, cpu)
+        cpu, wakeups = _usage()
+        return Measurement(
+            messages, time.perf_counter() - self._wall, cpu - self._cpu, wakeups - self._wakeups
+        )
 
 
 def count_acks(confirms: Iterable[Any]) -> int:
