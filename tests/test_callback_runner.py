@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from amqpfast.core._drive import CallbackRunner
+from amqpfast.core._drive import DEFERRED_BATCH, CallbackRunner
 
 request_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -394,6 +394,35 @@ async def test_deferred_handlers_run_before_the_read_ends_in_one_parked_task() -
     runner.cancel()  # the channel's close: the parked task ends
     await asyncio.sleep(0)
     assert before is not None and before.done()
+
+
+async def test_a_big_read_steps_its_handlers_in_batches_and_the_rest_at_its_end() -> None:
+    # Thousands of handlers queued by one read (and their messages) would be
+    # alive at once until its end: every DEFERRED_BATCH of them step at once.
+    runner, deferred = deferred_runner()
+    done: list[int] = []
+    tasks: set[asyncio.Task[Any] | None] = set()
+
+    async def handler(number: int) -> None:
+        tasks.add(asyncio.current_task())
+        done.append(number)
+
+    await warm_up(runner, deferred)
+    total = 2 * DEFERRED_BATCH + 5
+
+    def read() -> None:
+        for number in range(total):
+            runner.call(handler, number)
+            stepped = (number + 1) // DEFERRED_BATCH * DEFERRED_BATCH
+            assert done == list(range(stepped))  # in order, a batch as soon as it is full
+        assert deferred == [runner]  # deferred once for the whole read
+        runner.run_deferred()  # the read's end: the last 5
+        assert done == list(range(total))
+        assert len(tasks) == 1 and None not in tasks  # all in the one parked task
+        assert runner.pending == 0
+
+    await in_a_read(read)
+    runner.cancel()
 
 
 async def test_a_waiting_handler_keeps_the_parked_task_and_the_rest_go_on() -> None:

@@ -12,7 +12,8 @@ every unfinished handler has a Task of its own, never shared.
 
 During the read of a socket the connection defers the runner instead: the
 handlers queued by that read are stepped at its end, in place, with a
-*parked* Task as the current task (one that sleeps until a handler needs it).
+*parked* Task as the current task (one that sleeps until a handler needs it);
+a big read's, every ``DEFERRED_BATCH`` of them as soon as they are queued.
 That saves the driver Task and its loop turn per read, and what the handlers
 wrote (their acks) leaves with the read's own write. A handler that waits
 takes the parked Task as its own, and the next one parks. When that handler
@@ -42,6 +43,8 @@ log = logging.getLogger("amqpfast.core")
 # Tasks of handlers that waited kept asleep, at most, for the next handlers
 # that wait (a Task each): about the calls a consumer has in flight at once
 SPARE_TASKS = 32
+# Handlers a read may queue before they step (in the read, at once)
+DEFERRED_BATCH = 128
 
 _CoroutineType = types.CoroutineType
 _current_task = asyncio.current_task
@@ -149,13 +152,24 @@ class CallbackRunner:
         if result is None:
             return
         if type(result) is _CoroutineType:
-            self._queue.append(result)
-            if self._taker is None and not self._deferred:
-                defer = self._defer
-                if defer is not None and defer(self):
+            queue = self._queue
+            queue.append(result)
+            if self._taker is not None:
+                return
+            if self._deferred:
+                if len(queue) >= DEFERRED_BATCH:
+                    # A big read: what it brought so far steps now, and the
+                    # rest at its end (still deferred). Thousands of handlers
+                    # and their messages alive at once would make the cyclic
+                    # GC walk them again and again.
+                    self.run_deferred()
                     self._deferred = True
-                else:
-                    self._start_driver()
+                return
+            defer = self._defer
+            if defer is not None and defer(self):
+                self._deferred = True
+            else:
+                self._start_driver()
         elif asyncio.isfuture(result) or asyncio.iscoroutine(result):
             self._track(asyncio.ensure_future(result, loop=self._loop))
 
