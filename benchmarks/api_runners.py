@@ -305,7 +305,7 @@ def table(results: Results, settings: Settings) -> list[str]:
     loops = sorted({loop for scenario, loop, _ in results if scenario in real})
     if loops:
         lines.append("")
-        lines.extend(wakeup_table(results, real, floors(loops), "amqpfast", "aio-pika", rows))
+        lines.extend(wakeup_table(results, real, floors(loops), "amqpfast", "aio-pika"))
     return lines
 
 

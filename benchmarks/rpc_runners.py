@@ -100,7 +100,7 @@ async def _measure(call: Call, settings: Settings, callers: int = 1) -> Calls:
 
     meter = Meter()
     if callers == 1:
-        await caller()
+        await caller()  # in this task, as a sequential caller runs: no Task of its own
     else:
         await asyncio.gather(*(caller() for _ in range(callers)))
     measured = meter.stop(settings.calls)

@@ -24,9 +24,9 @@ import os
 import socket
 import statistics
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-from client_runners import LOOPS, Meter, Results
+from client_runners import LOOPS, Meter, Results, rows
 
 TRIPS = 10_000  # round trips measured, in each of
 TIMES = 3  # measurements (the median is the floor)
@@ -35,11 +35,11 @@ WAITS = 0.005  # wakeups per message below which a scenario counts as never wait
 
 
 class _Bouncer(asyncio.Protocol):
-    """Sends a byte back for each one received, ``trips`` times."""
+    """Sends a byte back for each one received until ``left`` are in, then sets ``done``."""
 
-    def __init__(self, trips: int, done: asyncio.Future[None]) -> None:
-        self.left = trips
-        self.done = done
+    def __init__(self) -> None:
+        self.left = 0
+        self.done: asyncio.Future[None] | None = None
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -48,6 +48,7 @@ class _Bouncer(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.left -= 1
         if self.left <= 0:
+            assert self.done is not None
             self.done.set_result(None)
         else:
             assert self.transport is not None
@@ -77,19 +78,15 @@ def bare_wakeup_cpu(loop: str, trips: int = TRIPS) -> float:
 async def _measure(sock: socket.socket, trips: int) -> float:
     # one connection: a warm-up, then the measured round trips on the same socket
     loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    protocol = _Bouncer(WARM, done)
+    protocol = _Bouncer()
     transport, _ = await loop.create_connection(lambda: protocol, sock=sock)
-    transport.write(b"x")
-    await done
-    protocol.done = done = loop.create_future()
-    protocol.left = trips
-    meter = Meter()
-    transport.write(b"x")
-    await done
-    measured = meter.stop(trips)
+    for count in (WARM, trips):
+        protocol.left, protocol.done = count, loop.create_future()
+        meter = Meter()
+        transport.write(b"x")
+        await protocol.done
     transport.close()
-    return measured.cpu_us
+    return meter.stop(trips).cpu_us
 
 
 def floors(loops: Iterable[str]) -> dict[str, float]:
@@ -103,7 +100,6 @@ def wakeup_table(
     floor: dict[str, float],
     ours: str,
     other: str,
-    rows: Callable[[Results, Iterable[str]], list[tuple[str, str]]],
 ) -> list[str]:
     """The RabbitMQ scenarios' wakeups, priced at the floor, beside their fake-broker twins.
 
