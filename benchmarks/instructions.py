@@ -1,11 +1,16 @@
 """The performance guard: CPU instructions per message, counted, not timed.
 
 Wall-clock and CPU-time benchmarks swing by ±20 % on a shared machine; the
-number of instructions the client executes per message does not. Each
-scenario runs in a process of its own under ``valgrind --tool=callgrind``
-twice, with ``SMALL`` and ``LARGE`` messages; the difference divided by the
-difference in messages is the cost of one message, without the start-up, the
-connect and the first messages (while Python specialises its bytecode).
+number of instructions the client executes per message does not. One
+process under ``valgrind --tool=callgrind`` imports amqpfast, then runs each
+scenario in a forked child of its own (callgrind counts each process apart),
+with ``LARGE`` messages: the first ``SMALL`` of them warm
+it up (while Python specialises its bytecode) and are not counted, nor are the
+start-up, the connect and the close. The workload marks where counting starts
+and stops by calling getpgrp() and getsid(), which nothing else in the
+process calls: callgrind zeroes its counts on entering the one and dumps them
+on entering the other. The count divided by ``LARGE - SMALL`` is the cost of
+one message.
 
 The scenarios use the compiled codec. Those marked "fake" talk to the fake
 broker of fake_broker.py (a process of its own, not counted, that answers at
@@ -32,24 +37,50 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import traceback
 import uuid
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RECORD = HERE / "instructions.json"
 TOLERANCE = 0.10  # a scenario may cost this much more than recorded
-SMALL, LARGE = 1_000, 5_000  # messages in the two runs of a scenario
+SMALL, LARGE = 1_000, 5_000  # messages warming up, messages in all
 RPC_SMALL, RPC_LARGE = 200, 1_000  # calls
 BODY = b"x" * 64
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
-WORKERS = 2  # valgrind processes at once (the counts do not depend on it)
+WORKERS = 2  # scenarios counted at once (the counts do not depend on it)
 
 
 # ------------------------------------------------------------ the workloads
-# Each runs once in the measured process; ``count`` messages (or calls).
+# Each runs once in the measured process: ``run.large`` messages (or calls),
+# counted after the first ``run.small``.
+
+
+class Run:
+    """How many messages a workload moves, and the marks callgrind counts between."""
+
+    def __init__(self, small: int, large: int) -> None:
+        self.small = small
+        self.large = large
+
+    @staticmethod
+    def start_counting() -> None:
+        os.getpgrp()  # callgrind --zero-before=getpgrp
+
+    @staticmethod
+    def stop_counting() -> None:
+        os.getsid(0)  # callgrind --dump-before=getsid
+
+    def phases(self) -> Iterator[int]:
+        """For workloads that drive their own loop: the warm-up's messages, then
+        the counted ones; counting runs while the caller moves the second batch."""
+        yield self.small
+        self.start_counting()
+        yield self.large - self.small
+        self.stop_counting()
 
 
 async def _api_channel(url: str, confirms: bool) -> tuple[Any, Any]:
@@ -59,45 +90,50 @@ async def _api_channel(url: str, confirms: bool) -> tuple[Any, Any]:
     return connection, await connection.channel(publisher_confirms=confirms)
 
 
-async def api_publish(url: str, count: int) -> None:
+async def api_publish(url: str, run: Run) -> None:
     import amqpfast
 
     connection, channel = await _api_channel(url, False)
     exchange = channel.default_exchange
-    for _ in range(count):
-        await exchange.publish(amqpfast.Message(BODY), routing_key="fake.sink")
-    await channel.set_qos(prefetch_count=0)  # a round trip: all of them have left
+    for count in run.phases():
+        for _ in range(count):
+            await exchange.publish(amqpfast.Message(BODY), routing_key="fake.sink")
+        await channel.set_qos(prefetch_count=0)  # a round trip: all of them have left
     await connection.close()
 
 
-async def api_publish_confirm(url: str, count: int) -> None:
+async def api_publish_confirm(url: str, run: Run) -> None:
     import amqpfast
 
     connection, channel = await _api_channel(url, True)
     exchange = channel.default_exchange
-    for start in range(0, count, 500):
-        window = min(500, count - start)
-        await asyncio.gather(
-            *[exchange.publish(amqpfast.Message(BODY), "fake.sink") for _ in range(window)]
-        )
+    for count in run.phases():
+        for start in range(0, count, 500):
+            window = min(500, count - start)
+            await asyncio.gather(
+                *[exchange.publish(amqpfast.Message(BODY), "fake.sink") for _ in range(window)]
+            )
     await connection.close()
 
 
-async def api_publish_many_confirm(url: str, count: int) -> None:
+async def api_publish_many_confirm(url: str, run: Run) -> None:
     import amqpfast
 
     connection, channel = await _api_channel(url, True)
     exchange = channel.default_exchange
-    for start in range(0, count, 500):
-        window = min(500, count - start)
-        await exchange.publish_many([amqpfast.Message(BODY) for _ in range(window)], "fake.sink")
+    for count in run.phases():
+        for start in range(0, count, 500):
+            window = min(500, count - start)
+            await exchange.publish_many(
+                [amqpfast.Message(BODY) for _ in range(window)], "fake.sink"
+            )
     await connection.close()
 
 
-async def _api_consume(url: str, count: int, ack: bool) -> None:
+async def _api_consume(url: str, run: Run, ack: bool) -> None:
     connection, channel = await _api_channel(url, False)
     await channel.set_qos(prefetch_count=1000)
-    queue = await channel.declare_queue(f"fake.deliver.{count}", passive=True)
+    queue = await channel.declare_queue(f"fake.deliver.{run.large}", passive=True)
     done = asyncio.get_running_loop().create_future()
     seen = 0
 
@@ -106,7 +142,10 @@ async def _api_consume(url: str, count: int, ack: bool) -> None:
         if ack:
             await message.ack()
         seen += 1
-        if seen == count:
+        if seen == run.small:
+            run.start_counting()
+        elif seen == run.large:
+            run.stop_counting()
             done.set_result(None)
 
     await queue.consume(on_message, no_ack=not ack)
@@ -115,40 +154,44 @@ async def _api_consume(url: str, count: int, ack: bool) -> None:
     await connection.close()
 
 
-async def api_consume(url: str, count: int) -> None:
-    await _api_consume(url, count, ack=False)
+async def api_consume(url: str, run: Run) -> None:
+    await _api_consume(url, run, ack=False)
 
 
-async def api_consume_ack(url: str, count: int) -> None:
-    await _api_consume(url, count, ack=True)
+async def api_consume_ack(url: str, run: Run) -> None:
+    await _api_consume(url, run, ack=True)
 
 
-async def api_iterator_process(url: str, count: int) -> None:
+async def api_iterator_process(url: str, run: Run) -> None:
     connection, channel = await _api_channel(url, False)
     await channel.set_qos(prefetch_count=1000)
-    queue = await channel.declare_queue(f"fake.deliver.{count}", passive=True)
+    queue = await channel.declare_queue(f"fake.deliver.{run.large}", passive=True)
     seen = 0
     async with queue.iterator() as messages:
         async for message in messages:
             async with message.process():
                 seen += 1
-            if seen == count:
+            if seen == run.small:
+                run.start_counting()
+            elif seen == run.large:
+                run.stop_counting()
                 break
     await connection.close()
 
 
-async def core_publish(url: str, count: int) -> None:
+async def core_publish(url: str, run: Run) -> None:
     from amqpfast.core import connect
 
     connection = await connect(url)
     channel = await connection.channel(publisher_confirms=False)
-    for _ in range(count):
-        await channel.basic_publish(BODY, routing_key="fake.sink")
-    await channel.basic_qos(prefetch_count=0)
+    for count in run.phases():
+        for _ in range(count):
+            await channel.basic_publish(BODY, routing_key="fake.sink")
+        await channel.basic_qos(prefetch_count=0)
     await connection.close()
 
 
-async def core_consume_ack(url: str, count: int, asynchronous: bool = False) -> None:
+async def core_consume_ack(url: str, run: Run, asynchronous: bool = False) -> None:
     from amqpfast.core import connect
 
     connection = await connect(url)
@@ -161,7 +204,10 @@ async def core_consume_ack(url: str, count: int, asynchronous: bool = False) -> 
         nonlocal seen
         channel.basic_ack(message.delivery.delivery_tag)
         seen += 1
-        if seen == count:
+        if seen == run.small:
+            run.start_counting()
+        elif seen == run.large:
+            run.stop_counting()
             done.set_result(None)
 
     async def on_message_async(message: Any) -> None:
@@ -169,21 +215,24 @@ async def core_consume_ack(url: str, count: int, asynchronous: bool = False) -> 
         nonlocal seen
         await channel.basic_ack(message.delivery.delivery_tag)
         seen += 1
-        if seen == count:
+        if seen == run.small:
+            run.start_counting()
+        elif seen == run.large:
+            run.stop_counting()
             done.set_result(None)
 
     callback = on_message_async if asynchronous else on_message
-    await channel.basic_consume(f"fake.deliver.{count}", callback)
+    await channel.basic_consume(f"fake.deliver.{run.large}", callback)
     await done
     await channel.basic_qos(prefetch_count=10)
     await connection.close()
 
 
-async def core_consume_ack_async(url: str, count: int) -> None:
-    await core_consume_ack(url, count, asynchronous=True)
+async def core_consume_ack_async(url: str, run: Run) -> None:
+    await core_consume_ack(url, run, asynchronous=True)
 
 
-async def api_rpc(url: str, count: int, direct_reply_to: bool = False) -> None:
+async def api_rpc(url: str, run: Run, direct_reply_to: bool = False) -> None:
     import amqpfast
     from amqpfast.patterns import RPC
 
@@ -196,16 +245,17 @@ async def api_rpc(url: str, count: int, direct_reply_to: bool = False) -> None:
             return value * 2
 
         await rpc.register(method, double, auto_delete=True)
-        for number in range(count):
-            assert await rpc.call(method, kwargs={"value": number}) == number * 2
+        for count in run.phases():
+            for number in range(count):
+                assert await rpc.call(method, kwargs={"value": number}) == number * 2
         await rpc.close()
 
 
-async def api_rpc_direct(url: str, count: int) -> None:
-    await api_rpc(url, count, direct_reply_to=True)
+async def api_rpc_direct(url: str, run: Run) -> None:
+    await api_rpc(url, run, direct_reply_to=True)
 
 
-Workload = Callable[[str, int], Awaitable[None]]
+Workload = Callable[[str, Run], Coroutine[Any, Any, None]]
 # name: (workload, needs the real broker)
 SCENARIOS: dict[str, tuple[Workload, bool]] = {
     "api publish": (api_publish, False),
@@ -222,10 +272,37 @@ SCENARIOS: dict[str, tuple[Workload, bool]] = {
 }
 
 
-def _run_workload(name: str, url: str, count: int) -> None:
-    """In the measured process: the workload, on asyncio's own loop."""
-    workload, _ = SCENARIOS[name]
-    asyncio.run(workload(url, count))
+def _run_workloads(names: list[str], fake_url: str, real_url: str) -> None:
+    """In the process under valgrind: amqpfast is imported once (the import is
+    most of a run's instructions), then each scenario runs in a forked child of
+    its own, on asyncio's own loop, ``WORKERS`` at a time. Each child's counts
+    go to its own callgrind file; its pid and scenario are printed."""
+    import amqpfast.core
+    import amqpfast.patterns  # noqa: F401 (imported before the fork, for every child)
+
+    waiting, failed = list(names), []
+    running: dict[int, str] = {}  # pid -> scenario
+    while waiting or running:
+        while waiting and len(running) < WORKERS:
+            name = waiting.pop(0)
+            workload, real = SCENARIOS[name]
+            pid = os.fork()
+            if pid == 0:
+                status = 0
+                try:
+                    asyncio.run(workload(real_url if real else fake_url, Run(*_runs(name))))
+                except BaseException:
+                    traceback.print_exc()
+                    status = 1
+                os._exit(status)
+            running[pid] = name
+            print(f"{pid} {name}", flush=True)
+        pid, status = os.wait()
+        if os.waitstatus_to_exitcode(status) != 0:
+            failed.append(running[pid])
+        del running[pid]
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 # ------------------------------------------------------------ counting
@@ -238,38 +315,51 @@ def _valgrind() -> str:
     return found
 
 
-def _instructions(name: str, url: str, count: int) -> int:
-    """What one run of the scenario executes, start-up included."""
-    environment = {**os.environ, "PYTHONHASHSEED": "0"}
-    environment.pop("AMQPFAST_NO_EXTENSIONS", None)
-    run = subprocess.run(
-        [
-            _valgrind(),
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            __file__,
-            "--run",
-            name,
-            "--url",
-            url,
-            "--count",
-            str(count),
-        ],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=180,  # a workload that stops (a hang) fails; the longest takes ~30 s
-    )
-    found = re.search(r"Collected : (\d+)", run.stderr)
-    if run.returncode != 0 or found is None:
-        raise RuntimeError(f"{name} with {count} messages failed:\n{run.stderr[-3000:]}")
-    return int(found.group(1))
-
-
 def _runs(name: str) -> tuple[int, int]:
     _, real = SCENARIOS[name]
     return (RPC_SMALL, RPC_LARGE) if real else (SMALL, LARGE)
+
+
+def _instructions(names: list[str], fake_url: str, real_url: str) -> dict[str, int]:
+    """What each scenario executes for its counted messages (see ``Run``)."""
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    environment.pop("AMQPFAST_NO_EXTENSIONS", None)
+    with tempfile.TemporaryDirectory(prefix="amqpfast-instructions-") as directory:
+        run = subprocess.run(
+            [
+                _valgrind(),
+                "--tool=callgrind",
+                f"--callgrind-out-file={directory}/callgrind.%p",
+                "--zero-before=getpgrp",
+                "--dump-before=getsid",
+                sys.executable,
+                __file__,
+                *(f"--run={name}" for name in names),
+                f"--url={fake_url}",
+                f"--real-url={real_url}",
+            ],
+            capture_output=True,
+            text=True,
+            env=environment,
+            # a workload that stops (a hang) fails; the longest takes ~10 s
+            timeout=60 + 30 * len(names),
+        )
+        if run.returncode != 0:
+            raise RuntimeError(f"the scenarios failed:\n{run.stdout}{run.stderr[-3000:]}")
+        counts = {}
+        for line in run.stdout.splitlines():
+            pid, name = line.split(" ", 1)
+            # One dump (.1) between the marks, then the final one at exit: a
+            # second would mean something else called getsid().
+            dumps = sorted(path.name for path in Path(directory).glob(f"callgrind.{pid}*"))
+            if dumps != [f"callgrind.{pid}", f"callgrind.{pid}.1"]:
+                raise RuntimeError(f"{name}: callgrind wrote {dumps}, expected one dump")
+            dump = (Path(directory) / f"callgrind.{pid}.1").read_text()
+            found = re.search(r"^summary: (\d+)$", dump, re.M)
+            if found is None:
+                raise RuntimeError(f"{name}: no summary in callgrind's dump")
+            counts[name] = int(found.group(1))
+        return counts
 
 
 def interpreter() -> str:
@@ -280,21 +370,13 @@ def measure(names: list[str]) -> dict[str, int]:
     sys.path.insert(0, str(HERE))
     from fake_broker import FakeBroker
 
-    real_url = os.environ.get("AMQP_URL", DEFAULT_URL)
+    with FakeBroker(BODY) as fake:
+        executed = _instructions(names, fake.url, os.environ.get("AMQP_URL", DEFAULT_URL))
     counts = {}
-    with FakeBroker(BODY) as fake, ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        runs = {
-            (name, count): pool.submit(
-                _instructions, name, real_url if SCENARIOS[name][1] else fake.url, count
-            )
-            for name in names
-            for count in _runs(name)
-        }
-        for name in names:
-            small, large = _runs(name)
-            cost = runs[name, large].result() - runs[name, small].result()
-            counts[name] = round(cost / (large - small))
-            print(f"  {name:24} {counts[name]:>9,} instructions per message", flush=True)
+    for name in names:
+        small, large = _runs(name)
+        counts[name] = round(executed[name] / (large - small))
+        print(f"  {name:24} {counts[name]:>9,} instructions per message", flush=True)
     return counts
 
 
@@ -319,12 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when over the record")
     parser.add_argument("--record", action="store_true", help="write the counts as the record")
     parser.add_argument("-k", dest="match", default="", help="scenarios whose name contains it")
-    parser.add_argument("--run", help=argparse.SUPPRESS)
+    parser.add_argument("--run", action="append", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--real-url", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.run:
-        _run_workload(options.run, options.url, options.count)
+        _run_workloads(options.run, options.url, options.real_url)
         return 0
 
     from amqpfast.codec import IMPLEMENTATION
