@@ -59,10 +59,35 @@ step "ruff format" ruff format --check "${lint_paths[@]}" || true
 step mypy mypy || true
 step "mypy examples" mypy examples || true
 
-step "pytest" python -m pytest --durations=10 || true
-# -rfEX: here every compiled-codec test is skipped on purpose; do not list them.
-step "pytest codec (python)" env AMQPFAST_NO_EXTENSIONS=1 \
-    python -m pytest tests -k codec -rfEX --durations=5 || true
+# The suite in two processes side by side (two cores; most of a broker test
+# is waiting): the tests that boot RabbitMQ nodes of their own (marked
+# "nodes"), then the codec tests again on the pure-Python twin, in a side lane
+# whose output and summary lines follow the main lane's.
+LANE="$(mktemp -d "${TMPDIR:-/tmp}/amqpfast-test-lane.XXXXXX")"
+trap 'rm -rf "$LANE"' EXIT
+(
+    SUMMARY=()
+    FAILED=0
+    step "pytest (nodes)" python -m pytest -m nodes -p no:cacheprovider --durations=5 || true
+    # -rfEX: here every compiled-codec test is skipped on purpose; do not list them.
+    step "pytest codec (python)" env AMQPFAST_NO_EXTENSIONS=1 \
+        python -m pytest tests -k codec -p no:cacheprovider -rfEX --durations=5 || true
+    printf '%s\n' "${SUMMARY[@]}" >"$LANE/summary"
+    echo "$FAILED" >"$LANE/failed"
+) >"$LANE/log" 2>&1 &
+SIDE_LANE=$!
+step "pytest" python -m pytest -m "not nodes" --durations=10 || true
+wait "$SIDE_LANE" || true
+echo
+echo "==> the side lane's output"
+cat "$LANE/log"
+if [ -f "$LANE/summary" ]; then
+    mapfile -t -O "${#SUMMARY[@]}" SUMMARY <"$LANE/summary"
+    if [ "$(cat "$LANE/failed")" != 0 ]; then FAILED=1; fi
+else
+    SUMMARY+=("  side lane             FAILED  (no summary)")
+    FAILED=1
+fi
 
 # The performance guard: instructions per message of the main scenarios
 # (valgrind), more than 10 % over benchmarks/instructions.json fails.

@@ -63,10 +63,19 @@ BROKER_FIXTURES = frozenset(
 )
 
 
+# Fixtures that boot RabbitMQ nodes of the test run's own: their tests are
+# marked "nodes" (as are two that boot nodes without them), so that the test
+# command can run them in a process of their own beside the rest of the suite.
+NODE_FIXTURES = frozenset(("node", "amqp_private_broker", "amqp_private_node", "amqp_cluster"))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if BROKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        fixtures = getattr(item, "fixturenames", ())
+        if BROKER_FIXTURES.intersection(fixtures):
             item.add_marker(pytest.mark.broker)
+        if NODE_FIXTURES.intersection(fixtures):
+            item.add_marker(pytest.mark.nodes)
 
 
 def pytest_asyncio_loop_factories(

@@ -136,6 +136,7 @@ def test_cluster_sh_status_reads_the_state(amqp_cluster: RabbitCluster, tmp_path
     assert lines == [[node.node, str(node.pid), node.url] for node in amqp_cluster.nodes]
 
 
+@pytest.mark.nodes  # boots three nodes through scripts/cluster.sh
 def test_cluster_sh_up_status_down(tmp_path: Path) -> None:
     # One node: the whole of up, status and down, in a third of the time of
     # three (the fixture's boot covers the joins; `up` alone boots three).

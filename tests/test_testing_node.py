@@ -99,6 +99,7 @@ def test_alarms_are_raised_lifted_and_gone_after_a_restart(node: RabbitNode) -> 
     assert node.alarms() == []
 
 
+@pytest.mark.nodes  # boots a node of its own
 def test_private_broker_boots_a_node_for_a_block_and_removes_it(tmp_path: Path) -> None:
     async def use() -> RabbitNode:
         async with private_broker() as node:
