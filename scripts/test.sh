@@ -82,7 +82,7 @@ echo
 echo "==> the side lane's output"
 cat "$LANE/log"
 if [ -f "$LANE/summary" ]; then
-    mapfile -t -O "${#SUMMARY[@]}" SUMMARY <"$LANE/summary"
+    while IFS= read -r line; do SUMMARY+=("$line  (beside pytest)"); done <"$LANE/summary"
     if [ "$(cat "$LANE/failed")" != 0 ]; then FAILED=1; fi
 else
     SUMMARY+=("  side lane             FAILED  (no summary)")
