@@ -61,14 +61,16 @@ step "mypy examples" mypy examples || true
 
 # The suite in two processes side by side (two cores; most of a broker test
 # is waiting): the tests that boot RabbitMQ nodes of their own (marked
-# "nodes"), then the codec tests again on the pure-Python twin, in a side lane
-# whose output and summary lines follow the main lane's.
+# "nodes") and the soak and fuzz tests ("slow"), then the codec tests again on
+# the pure-Python twin, in a side lane whose output and summary lines follow
+# the main lane's.
 LANE="$(mktemp -d "${TMPDIR:-/tmp}/amqpfast-test-lane.XXXXXX")"
 trap 'rm -rf "$LANE"' EXIT
 (
     SUMMARY=()
     FAILED=0
-    step "pytest (nodes)" python -m pytest -m nodes -p no:cacheprovider --durations=5 || true
+    step "pytest (nodes, slow)" python -m pytest -m "nodes or slow" -p no:cacheprovider \
+        --durations=5 || true
     # -rfEX: here every compiled-codec test is skipped on purpose; do not list them.
     step "pytest codec (python)" env AMQPFAST_NO_EXTENSIONS=1 \
         python -m pytest tests -k codec -p no:cacheprovider -rfEX --durations=5 || true
@@ -76,7 +78,7 @@ trap 'rm -rf "$LANE"' EXIT
     echo "$FAILED" >"$LANE/failed"
 ) >"$LANE/log" 2>&1 &
 SIDE_LANE=$!
-step "pytest" python -m pytest -m "not nodes" --durations=10 || true
+step "pytest" python -m pytest -m "not (nodes or slow)" --durations=10 || true
 wait "$SIDE_LANE" || true
 echo
 echo "==> the side lane's output"

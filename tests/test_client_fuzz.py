@@ -90,6 +90,8 @@ from amqpfast.exceptions import (
     ConnectionForced,
 )
 
+pytestmark = pytest.mark.slow
+
 PACKAGE = os.path.dirname(amqpfast.__file__) + os.sep
 #: how much longer than its timeout a call may take (a loaded machine, 8 cases at once)
 MARGIN = 1.0

@@ -39,7 +39,7 @@ import amqpfast
 from amqpfast import DeliveryMode, IncomingMessage, Message, RobustConnection
 from amqpfast.exceptions import AMQPChannelError, AMQPError, ChannelNotFoundEntity
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 OUT_ENV = "AMQPFAST_RELIABILITY_OUT"
 
