@@ -19,6 +19,11 @@ once); "rpc" needs the real broker (``AMQP_URL``, default the local one).
     python benchmarks/instructions.py            # count, print, compare with the record
     python benchmarks/instructions.py --check    # the same; exit 1 when one is > 10 % over
     python benchmarks/instructions.py --record   # write the counts as the new record
+    python benchmarks/instructions.py -k "api publish" --keep DIR
+        # keeps callgrind's files: ``callgrind_annotate --threshold=100 DIR/callgrind.PID.1``
+        # shows the window's instructions per function (the functions that
+        # were running when counting started show odd self costs there; the
+        # total is right)
 
 The record (benchmarks/instructions.json) holds the counts of one
 interpreter (its version is in the record): counts from another interpreter
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -320,11 +326,20 @@ def _runs(name: str) -> tuple[int, int]:
     return (RPC_SMALL, RPC_LARGE) if real else (SMALL, LARGE)
 
 
-def _instructions(names: list[str], fake_url: str, real_url: str) -> dict[str, int]:
-    """What each scenario executes for its counted messages (see ``Run``)."""
+def _instructions(
+    names: list[str], fake_url: str, real_url: str, keep: Path | None = None
+) -> dict[str, int]:
+    """What each scenario executes for its counted messages (see ``Run``);
+    callgrind's files are kept in ``keep`` when it is given."""
     environment = {**os.environ, "PYTHONHASHSEED": "0"}
     environment.pop("AMQPFAST_NO_EXTENSIONS", None)
-    with tempfile.TemporaryDirectory(prefix="amqpfast-instructions-") as directory:
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+    with (
+        contextlib.nullcontext(str(keep))
+        if keep is not None
+        else tempfile.TemporaryDirectory(prefix="amqpfast-instructions-")
+    ) as directory:
         run = subprocess.run(
             [
                 _valgrind(),
@@ -359,6 +374,8 @@ def _instructions(names: list[str], fake_url: str, real_url: str) -> dict[str, i
             if found is None:
                 raise RuntimeError(f"{name}: no summary in callgrind's dump")
             counts[name] = int(found.group(1))
+            if keep is not None:
+                print(f"  {name}: callgrind_annotate --threshold=100 {directory}/callgrind.{pid}.1")
         return counts
 
 
@@ -366,12 +383,13 @@ def interpreter() -> str:
     return f"{platform.python_implementation()} {platform.python_version()}"
 
 
-def measure(names: list[str]) -> dict[str, int]:
+def measure(names: list[str], keep: Path | None = None) -> dict[str, int]:
     sys.path.insert(0, str(HERE))
     from fake_broker import FakeBroker
 
     with FakeBroker(BODY) as fake:
-        executed = _instructions(names, fake.url, os.environ.get("AMQP_URL", DEFAULT_URL))
+        real_url = os.environ.get("AMQP_URL", DEFAULT_URL)
+        executed = _instructions(names, fake.url, real_url, keep)
     counts = {}
     for name in names:
         small, large = _runs(name)
@@ -401,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when over the record")
     parser.add_argument("--record", action="store_true", help="write the counts as the record")
     parser.add_argument("-k", dest="match", default="", help="scenarios whose name contains it")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep callgrind's files in DIR, to see where the instructions go",
+    )
     parser.add_argument("--run", action="append", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--real-url", help=argparse.SUPPRESS)
@@ -415,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("instructions.py: the compiled codec is not built")
     names = [name for name in SCENARIOS if options.match in name]
     print(f"instructions per message, {interpreter()}, compiled codec:")
-    counts = measure(names)
+    counts = measure(names, options.keep)
     record = json.loads(RECORD.read_text()) if RECORD.exists() else None
     if options.record:
         kept = record["instructions"] if record and record["interpreter"] == interpreter() else {}
