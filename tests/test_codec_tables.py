@@ -55,7 +55,7 @@ def test_decode_keeps_wire_order(codec):
 
 def stable_id(value: object) -> str:
     """A parameter's repr without object addresses: the same test ids in every
-    process (pytest-xdist's workers must collect the same tests)."""
+    process and run (``pytest --deselect`` and ``-k`` can name them)."""
     return re.sub(r" at 0x[0-9a-f]+", "", repr(value))
 
 
