@@ -19,6 +19,7 @@ once); "rpc" needs the real broker (``AMQP_URL``, default the local one).
     python benchmarks/instructions.py            # count, print, compare with the record
     python benchmarks/instructions.py --check    # the same; exit 1 when one is > 10 % over
     python benchmarks/instructions.py --record   # write the counts as the new record
+    python benchmarks/instructions.py --loop uvloop   # the same on uvloop (printed only)
     python benchmarks/instructions.py -k "api publish" --keep DIR
         # keeps callgrind's files: ``callgrind_annotate --threshold=100 DIR/callgrind.PID.1``
         # shows the window's instructions per function (the functions that
@@ -26,9 +27,10 @@ once); "rpc" needs the real broker (``AMQP_URL``, default the local one).
         # total is right)
 
 The record (benchmarks/instructions.json) holds the counts of one
-interpreter (its version is in the record): counts from another interpreter
-are not comparable and are only printed. Updating the record is a deliberate,
-reviewed change (a commit of the JSON file with the reason in its message).
+interpreter (its version is in the record) on asyncio's own loop: counts
+from another interpreter or on uvloop are not comparable and are only
+printed. Updating the record is a deliberate, reviewed change (a commit of
+the JSON file with the reason in its message).
 """
 
 from __future__ import annotations
@@ -278,13 +280,19 @@ SCENARIOS: dict[str, tuple[Workload, bool]] = {
 }
 
 
-def _run_workloads(names: list[str], fake_url: str, real_url: str) -> None:
+def _run_workloads(names: list[str], fake_url: str, real_url: str, loop: str) -> None:
     """In the process under valgrind: amqpfast is imported once (the import is
     most of a run's instructions), then each scenario runs in a forked child of
-    its own, on asyncio's own loop, ``WORKERS`` at a time. Each child's counts
-    go to its own callgrind file; its pid and scenario are printed."""
+    its own, on ``loop``, ``WORKERS`` at a time. Each child's counts go to its
+    own callgrind file; its pid and scenario are printed."""
     import amqpfast.core
     import amqpfast.patterns  # noqa: F401 (imported before the fork, for every child)
+
+    run_loop: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
+    if loop == "uvloop":
+        import uvloop
+
+        run_loop = uvloop.run
 
     waiting, failed = list(names), []
     running: dict[int, str] = {}  # pid -> scenario
@@ -296,7 +304,7 @@ def _run_workloads(names: list[str], fake_url: str, real_url: str) -> None:
             if pid == 0:
                 status = 0
                 try:
-                    asyncio.run(workload(real_url if real else fake_url, Run(*_runs(name))))
+                    run_loop(workload(real_url if real else fake_url, Run(*_runs(name))))
                 except BaseException:
                     traceback.print_exc()
                     status = 1
@@ -327,7 +335,7 @@ def _runs(name: str) -> tuple[int, int]:
 
 
 def _instructions(
-    names: list[str], fake_url: str, real_url: str, keep: Path | None = None
+    names: list[str], fake_url: str, real_url: str, loop: str, keep: Path | None = None
 ) -> dict[str, int]:
     """What each scenario executes for its counted messages (see ``Run``);
     callgrind's files are kept in ``keep`` when it is given."""
@@ -352,6 +360,7 @@ def _instructions(
                 *(f"--run={name}" for name in names),
                 f"--url={fake_url}",
                 f"--real-url={real_url}",
+                f"--loop={loop}",
             ],
             capture_output=True,
             text=True,
@@ -383,13 +392,13 @@ def interpreter() -> str:
     return f"{platform.python_implementation()} {platform.python_version()}"
 
 
-def measure(names: list[str], keep: Path | None = None) -> dict[str, int]:
+def measure(names: list[str], loop: str = "asyncio", keep: Path | None = None) -> dict[str, int]:
     sys.path.insert(0, str(HERE))
     from fake_broker import FakeBroker
 
     with FakeBroker(BODY) as fake:
         real_url = os.environ.get("AMQP_URL", DEFAULT_URL)
-        executed = _instructions(names, fake.url, real_url, keep)
+        executed = _instructions(names, fake.url, real_url, loop, keep)
     counts = {}
     for name in names:
         small, large = _runs(name)
@@ -425,12 +434,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="keep callgrind's files in DIR, to see where the instructions go",
     )
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="the event loop (the record is of asyncio's; uvloop's counts are only printed)",
+    )
     parser.add_argument("--run", action="append", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--real-url", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
+    if options.loop != "asyncio" and (options.record or options.check):
+        parser.error("the record is of asyncio's loop: --record and --check count on it")
     if options.run:
-        _run_workloads(options.run, options.url, options.real_url)
+        _run_workloads(options.run, options.url, options.real_url, options.loop)
         return 0
 
     from amqpfast.codec import IMPLEMENTATION
@@ -438,8 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     if IMPLEMENTATION != "c":
         raise SystemExit("instructions.py: the compiled codec is not built")
     names = [name for name in SCENARIOS if options.match in name]
-    print(f"instructions per message, {interpreter()}, compiled codec:")
-    counts = measure(names, options.keep)
+    print(f"instructions per message, {interpreter()}, compiled codec, {options.loop}:")
+    counts = measure(names, options.loop, options.keep)
+    if options.loop != "asyncio":
+        return 0  # the record is of asyncio's loop
     record = json.loads(RECORD.read_text()) if RECORD.exists() else None
     if options.record:
         kept = record["instructions"] if record and record["interpreter"] == interpreter() else {}
