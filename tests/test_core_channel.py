@@ -447,9 +447,14 @@ async def test_a_get_that_gave_up_gives_its_message_back(channel: Channel):
     with pytest.raises(TimeoutError):
         await channel.basic_get(queue, timeout=0.0)  # the GetOk comes after we gave up
 
-    # the channel closes, and with it the broker takes the message back
-    other = await channel.connection.channel()
+    # The channel closes, and with it the broker takes the message back. Its
+    # CloseOk comes once the broker has closed it (the Get before): a ready
+    # message counted earlier may be the one the Get had yet to take.
+    connection = channel.connection
+    other = await connection.channel()
     async with asyncio.timeout(5):
+        while connection.channels.get(channel.number) is channel:
+            await asyncio.sleep(0.01)
         while await ready_count(other, queue) != 1:
             await asyncio.sleep(0.05)
     message = await other.basic_get(queue, timeout=5)
