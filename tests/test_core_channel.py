@@ -447,14 +447,10 @@ async def test_a_get_that_gave_up_gives_its_message_back(channel: Channel):
     with pytest.raises(TimeoutError):
         await channel.basic_get(queue, timeout=0.0)  # the GetOk comes after we gave up
 
-    # The channel closes, and with it the broker takes the message back. Its
-    # CloseOk comes once the broker has closed it (the Get before): a ready
-    # message counted earlier may be the one the Get had yet to take.
-    connection = channel.connection
-    other = await connection.channel()
+    # the channel closes, and with it the broker takes the message back
+    other = await channel.connection.channel()
     async with asyncio.timeout(5):
-        while connection.channels.get(channel.number) is channel:
-            await asyncio.sleep(0.01)
+        await closed_by_the_broker(channel)
         while await ready_count(other, queue) != 1:
             await asyncio.sleep(0.05)
     message = await other.basic_get(queue, timeout=5)
@@ -492,6 +488,14 @@ async def test_a_consume_that_gave_up_leaves_no_consumer(channel: Channel):
     assert channel.consumers == {}
 
 
+async def closed_by_the_broker(channel: Channel) -> None:
+    # Its CloseOk has come (the number is free): the broker has done what was
+    # sent before the Close. A queue counted earlier may still hold messages
+    # the channel was about to take.
+    while channel.connection.channels.get(channel.number) is channel:
+        await asyncio.sleep(0.01)
+
+
 async def ready_count(channel: Channel, queue: str) -> int:
     return (await channel.queue_declare(queue, passive=True)).message_count or 0
 
@@ -509,6 +513,7 @@ async def test_deliveries_to_a_consume_that_gave_up_go_back_to_the_queue(channel
     # and returns to the queue with the channel
     other = await channel.connection.channel()
     async with asyncio.timeout(5):
+        await closed_by_the_broker(channel)
         while await ready_count(other, queue) != 50:
             await asyncio.sleep(0.05)
     assert got == [] and channel.consumers == {}
