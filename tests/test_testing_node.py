@@ -60,7 +60,11 @@ async def test_kill_and_start_keep_durable_messages(node: RabbitNode, unique: st
         await channel.queue_declare(unique, durable=True)
         await channel.basic_publish(
             b"survives", routing_key=unique, properties=BasicProperties(delivery_mode=2)
-        )
+        )  # confirmed: the message is on disk
+    # The queue's record is in Mnesia, whose log reaches the disk a little
+    # later: a kill right after the declare lost the queue once in a loaded
+    # CI run. What a crash is to keep must be on disk before it.
+    await asyncio.to_thread(node.rabbitmqctl, "eval", "mnesia:sync_log().")
     first_pid = node.pid
     node.kill()
     assert not node.running()
